@@ -1,0 +1,106 @@
+"""The ``buzon`` command: run the daemon, check the config, ingest files, inspect tickets.
+
+Exit codes: 0 success, 2 bad usage or configuration, 1 any other failure.
+Machine output (``--json``) goes to stdout; logs of the one-shot commands go
+to stderr so they never mix with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from daemon import config as config_mod
+from daemon import logging as logmod
+from daemon.errors import ConfigError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="buzon", description="Support-desk intake daemon.")
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML config (default: $BUZON_CONFIG, else the embedded default under ./buzon-data)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="run the daemon in the foreground")
+    sub.add_parser("check-config", help="validate the config and print the effective values")
+
+    ing = sub.add_parser("ingest", help="ingest .eml files, mbox files or Maildir folders")
+    ing.add_argument("paths", nargs="+", metavar="PATH")
+    ing.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    tickets = sub.add_parser("tickets", help="list and show tickets")
+    tsub = tickets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tl = tsub.add_parser("list", help="list tickets, newest first")
+    tl.add_argument("--json", action="store_true")
+    tl.add_argument("--status", help="only tickets with this status (open, closed)")
+    tl.add_argument("--limit", type=int, default=100)
+    ts = tsub.add_parser("show", help="show one ticket with its messages and events")
+    ts.add_argument("ticket", metavar="ID", help="numeric id or reference such as B-42")
+    ts.add_argument("--json", action="store_true")
+
+    quarantine = sub.add_parser("quarantine", help="messages that could not be processed")
+    qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ql = qsub.add_parser("list", help="list quarantined messages and spool entries")
+    ql.add_argument("--json", action="store_true")
+    qr = qsub.add_parser("retry", help="process a quarantined item again")
+    qr.add_argument("item", metavar="ID", help="an id from 'quarantine list'")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        print(f"buzon: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "run":
+        logmod.configure(cfg.log.level, cfg.log.format)
+        from daemon.app import serve
+
+        try:
+            return asyncio.run(serve(cfg))
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping
+            return EXIT_FAILURE
+        except Exception as exc:  # noqa: BLE001 — one clear line for the admin, then exit 1
+            logmod.get_logger(component="daemon").error(
+                "daemon.failed", error=f"{type(exc).__name__}: {exc}"
+            )
+            return EXIT_FAILURE
+    logmod.configure("warning", cfg.log.format, stream=sys.stderr)
+    if args.command == "check-config":
+        print(f"# configuration OK: {cfg.source}")
+        print(json.dumps(cfg.redacted(), indent=2))
+        return EXIT_OK
+    from daemon import commands
+
+    handlers: dict[tuple[str, str | None], Any] = {
+        ("ingest", None): commands.ingest,
+        ("tickets", "list"): commands.tickets_list,
+        ("tickets", "show"): commands.tickets_show,
+        ("quarantine", "list"): commands.quarantine_list,
+        ("quarantine", "retry"): commands.quarantine_retry,
+    }
+    handler = handlers[(args.command, getattr(args, "action", None))]
+    try:
+        result: int = handler(cfg, args)
+    except commands.UsageError as exc:
+        print(f"buzon: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 — a message, not a traceback, for the admin
+        print(f"buzon: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The one-shot CLI commands: ingest, tickets, quarantine. Each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from tqdm import tqdm
+
+from daemon import sources
+from daemon.app import Parts, open_parts
+from daemon.config import Config
+from daemon.ingest import Outcome
+from storage import repository as repo
+from storage.models import Message, Ticket
+
+BATCH = 64
+
+
+class UsageError(Exception):
+    """Raised for a bad argument (exit 2)."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def ingest(cfg: Config, args: argparse.Namespace) -> int:
+    """Spool each message durably, then run it through the same pipeline as SMTP mail."""
+    summary: Counter[str] = Counter()
+    try:
+        items = sources.expand(args.paths)
+        total = sources.count(args.paths)
+    except sources.SourceError as exc:
+        raise UsageError(str(exc)) from exc
+    with open_parts(cfg, recover=False) as parts:
+        bar = tqdm(total=total, unit="msg", file=sys.stderr, disable=not sys.stderr.isatty())
+        batch: list[sources.RawItem] = []
+        try:
+            for item in items:
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    _ingest_batch(parts, batch, summary, bar)
+                    batch = []
+            _ingest_batch(parts, batch, summary, bar)
+        except sources.SourceError as exc:
+            raise UsageError(str(exc)) from exc
+        finally:
+            bar.close()
+    report = {
+        "ingested": summary["stored"],
+        "duplicate": summary["duplicate"] + summary["already_stored"],
+        "quarantined": summary["quarantined"] + summary["bad"],
+        "handed_to_daemon": summary["handed_to_daemon"],
+        "failed": summary["failed"],
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.items()))
+    return 0 if report["failed"] == 0 else 1
+
+
+def _ingest_batch(
+    parts: Any, batch: list[sources.RawItem], summary: Counter[str], bar: Any
+) -> None:
+    if not batch:
+        return
+    now = datetime.now().astimezone().isoformat()
+    metas = [
+        {"source": "file", "received_at": now, "envelope": {"origin": item.origin}}
+        for item in batch
+    ]
+    results = parts.spool.put_many(
+        [(item.raw, meta) for item, meta in zip(batch, metas, strict=True)]
+    )
+    for item, result in zip(batch, results, strict=True):
+        if isinstance(result, BaseException):
+            print(f"buzon: {item.origin}: not spooled: {result}", file=sys.stderr)
+            summary["failed"] += 1
+        else:
+            summary[_process_until_settled(parts, result.id).outcome] += 1
+        bar.update(1)
+
+
+def _process_until_settled(parts: Parts, entry_id: str) -> Outcome:
+    """Process one entry; a transient failure is retried a few times before giving up."""
+    outcome = Outcome(entry_id, "handed_to_daemon")
+    for attempt in range(5):
+        entry = parts.spool.claim(entry_id)
+        if entry is None:
+            return outcome  # a running daemon claimed it; it will be processed there
+        outcome = parts.processor.process(entry)
+        if outcome.outcome != "retry":
+            return outcome
+        time.sleep(0.2 * (attempt + 1))
+    return Outcome(entry_id, "failed", reason=outcome.reason)
+
+
+def ticket_summary(t: Ticket) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "ref": t.ref,
+        "status": t.status,
+        "subject": t.subject,
+        "customer": t.customer,
+        "requester": t.requester,
+        "channel": t.channel,
+        "message_count": t.message_count,
+        "created_at": _iso(t.created_at),
+        "updated_at": _iso(t.updated_at),
+        "assign_by": _iso(t.assign_by),
+        "respond_by": _iso(t.respond_by),
+    }
+
+
+def _message_detail(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "message_id": m.message_id,
+        "state": m.state,
+        "state_reason": m.state_reason,
+        "source": m.source,
+        "from": m.from_addr,
+        "from_name": m.from_name,
+        "from_verified": m.from_verified,
+        "to": m.to_addrs,
+        "subject": m.subject,
+        "date": _iso(m.date),
+        "received_at": _iso(m.received_at),
+        "size": m.size,
+        "raw_sha256": m.raw_sha256,
+        "defects": m.defects,
+        "automatic": m.auto,
+        "text": m.text,
+        "attachments": [
+            {
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+            }
+            for a in m.attachments
+        ],
+        "deliveries": [
+            {
+                "source": d.source,
+                "received_at": _iso(d.received_at),
+                "duplicate": d.duplicate,
+                "spool_id": d.spool_id,
+            }
+            for d in m.deliveries
+        ],
+    }
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def tickets_list(cfg: Config, args: argparse.Namespace) -> int:
+    with open_parts(cfg, recover=False) as parts, parts.db.transaction() as session:
+        rows = [
+            ticket_summary(t)
+            for t in repo.list_tickets(session, status=args.status, limit=args.limit)
+        ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no tickets")
+        return 0
+    print(f"{'REF':<10} {'STATUS':<8} {'MSGS':>4}  {'RESPOND BY':<25} {'CUSTOMER':<28} SUBJECT")
+    for r in rows:
+        print(
+            f"{r['ref']:<10} {r['status']:<8} {r['message_count']:>4}  "
+            f"{r['respond_by'] or '-':<25} {_one_line(r['customer'], 28):<28} "
+            f"{_one_line(r['subject'], 60)}"
+        )
+    return 0
+
+
+def tickets_show(cfg: Config, args: argparse.Namespace) -> int:
+    with open_parts(cfg, recover=False) as parts, parts.db.transaction() as session:
+        t = repo.ticket(session, args.ticket)
+        if t is None:
+            raise UsageError(f"no ticket {args.ticket!r}; see 'buzon tickets list'")
+        data = ticket_summary(t)
+        data["messages"] = [_message_detail(m) for m in t.messages]
+        data["events"] = [
+            {"at": _iso(e.at), "kind": e.kind, "message": e.message_pk, "data": e.data}
+            for e in t.events
+        ]
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
+    print(f"{data['ref']}  [{data['status']}]  {_one_line(data['subject'], 100)}")
+    print(f"customer: {data['customer']}   channel: {data['channel']}")
+    print(f"created:  {data['created_at']}")
+    print(f"assign by: {data['assign_by']}   respond by: {data['respond_by']}")
+    for m in data["messages"]:
+        print(
+            f"\n--- message {m['id']} from {m['from'] or '?'} at {m['received_at']} ({m['source']})"
+        )
+        print(f"subject: {_one_line(m['subject'], 100)}")
+        for a in m["attachments"]:
+            print(f"attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+        print(m["text"][:2000].translate({c: " " for c in range(32) if c not in (9, 10)}))
+    print("\nevents:")
+    for e in data["events"]:
+        print(f"  {e['at']}  {e['kind']:<14} {json.dumps(e['data'], ensure_ascii=False)}")
+    return 0
+
+
+def quarantine_list(cfg: Config, args: argparse.Namespace) -> int:
+    with open_parts(cfg, recover=False) as parts:
+        with parts.db.transaction() as session:
+            rows = [
+                {
+                    "id": str(m.id),
+                    "where": "database",
+                    "received_at": _iso(m.received_at),
+                    "source": m.source,
+                    "size": m.size,
+                    "reason": m.state_reason,
+                }
+                for m in repo.quarantined_messages(session)
+            ]
+        for entry in parts.spool.quarantined():
+            rows.append(
+                {
+                    "id": entry.id,
+                    "where": "spool",
+                    "received_at": entry.meta.get("received_at"),
+                    "source": entry.meta.get("source"),
+                    "size": entry.meta.get("size"),
+                    "reason": entry.meta.get("quarantine_reason", ""),
+                }
+            )
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+    elif not rows:
+        print("nothing quarantined")
+    else:
+        for r in rows:
+            print(
+                f"{r['id']:<40} {r['where']:<8} {r['source']!s:<10} "
+                f"{_one_line(str(r['reason']), 80)}"
+            )
+    return 0
+
+
+def quarantine_retry(cfg: Config, args: argparse.Namespace) -> int:
+    with open_parts(cfg, recover=False) as parts:
+        item = args.item.strip()
+        if item.isdigit():
+            try:
+                outcome = parts.processor.retry_message(int(item))
+            except LookupError as exc:
+                raise UsageError(f"{exc}; see 'buzon quarantine list'") from exc
+        else:
+            if not parts.spool.retry(item):
+                raise UsageError(f"no quarantined item {item!r}; see 'buzon quarantine list'")
+            outcome = _process_until_settled(parts, item)
+    print(
+        json.dumps(
+            {
+                "id": item,
+                "outcome": outcome.outcome,
+                "ticket": outcome.ticket_ref,
+                "reason": outcome.reason,
+            }
+        )
+    )
+    return 0 if outcome.outcome in ("stored", "duplicate", "already_stored") else 1

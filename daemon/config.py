@@ -1,0 +1,298 @@
+"""Read the TOML configuration once into frozen, typed objects, and validate it.
+
+Everything else receives these objects (or plain values taken from them); no
+module reads the file or the environment on its own. Errors name the key and
+say how to fix it, and the CLI exits 2 on them.
+
+Relative paths are resolved against the directory of the config file, or the
+current directory when running on the embedded default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ConfigError
+
+DEFAULT_DATA_DIR = "buzon-data"
+MiB = 1024 * 1024
+SAMPLE = "buzon.example.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    database: str = f"sqlite:///{DEFAULT_DATA_DIR}/buzon.db"
+    spool: str = f"{DEFAULT_DATA_DIR}/spool"
+    attachments: str = f"{DEFAULT_DATA_DIR}/attachments"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    listen: str = "127.0.0.1:2525"
+    hostname: str = ""
+    domains: tuple[str, ...] = ("example.com",)
+    addresses: tuple[str, ...] = ()
+    max_message_size: int = 35 * MiB
+    max_recipients: int = 100
+    max_line_length: int = 1 * MiB
+    timeout: float = 300.0
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    parse_workers: int = 1
+    parse_timeout: float = 30.0
+    max_attempts: int = 3
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"  # auto | json | console
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<embedded default>"
+
+    def sqlite_path(self) -> Path | None:
+        """The database file when the database is a SQLite file, else None."""
+        url = self.storage.database
+        if url.startswith("sqlite:///") and ":memory:" not in url:
+            return Path(url[len("sqlite:///") :])
+        return None
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, with secrets masked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "source":
+                continue
+            section = getattr(self, f.name)
+            out[f.name] = {k.name: _mask(k.name, getattr(section, k.name)) for k in fields(section)}
+        out["storage"]["database"] = _mask_url(out["storage"]["database"])
+        return out
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "storage": StorageConfig,
+    "smtp": SmtpConfig,
+    "pipeline": PipelineConfig,
+    "log": LogConfig,
+}
+
+
+def _mask(name: str, value: Any) -> Any:
+    if any(s in name for s in ("password", "secret", "token")) and value:
+        return "********"
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _mask_url(url: str) -> str:
+    # postgresql://user:secret@host/db -> postgresql://user:********@host/db
+    head, sep, tail = url.partition("://")
+    if sep and "@" in tail:
+        cred, _, rest = tail.rpartition("@")
+        if ":" in cred:
+            cred = cred.split(":", 1)[0] + ":********"
+        return f"{head}://{cred}@{rest}"
+    return url
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _coerce(where: str, value: Any, default: Any) -> Any:
+    """Check ``value`` has the type of ``default`` (the field's declared type)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string in quotes, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{where}: expected a list of strings, e.g. ["a", "b"]')
+        return tuple(value)
+    raise AssertionError(f"unsupported config type for {where}")  # pragma: no cover
+
+
+def _section(name: str, cls: type[Any], data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{name}] must be a table (a [{name}] header), got {data!r}")
+    default = cls()
+    known = [f.name for f in fields(cls)]
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(
+                f"[{name}] {key}: unknown key; {_suggest(key, known)}"
+                f"the keys of [{name}] are {', '.join(known)} (see {SAMPLE})"
+            )
+        values[key] = _coerce(f"[{name}] {key}", value, getattr(default, key))
+    return replace(default, **values)
+
+
+def _resolve(base: Path, path: str) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+def _resolve_sqlite_url(base: Path, url: str) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + _resolve(base, url[len(prefix) :])
+    return url
+
+
+def _check_writable_dir(where: str, path: str) -> None:
+    """The directory exists and is writable, or can be created (its nearest ancestor is)."""
+    p = Path(path)
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{where}: {probe} is not a directory; point it at a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{where}: {probe} is not writable by this user; fix its permissions "
+            "or choose another directory"
+        )
+
+
+def _validate(cfg: Config) -> None:
+    _validate_smtp(cfg.smtp)
+    _validate_rest(cfg)
+
+
+def _validate_smtp(smtp: SmtpConfig) -> None:
+    host, sep, port = smtp.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f'[smtp] listen = "{smtp.listen}": expected "host:port", e.g. "127.0.0.1:2525"'
+        )
+    if not smtp.domains and not smtp.addresses:
+        raise ConfigError(
+            "[smtp] domains and [smtp] addresses are both empty: Buzón would refuse every "
+            'recipient; list the support domains, e.g. domains = ["example.com"]'
+        )
+    for addr in smtp.addresses:
+        if addr.count("@") != 1:
+            raise ConfigError(f"[smtp] addresses: {addr!r} is not an address like support@x.org")
+    if smtp.max_message_size < 1024:
+        raise ConfigError("[smtp] max_message_size: must be at least 1024 bytes")
+    if smtp.max_recipients < 100:
+        raise ConfigError("[smtp] max_recipients: RFC 5321 requires at least 100")
+    if smtp.max_line_length < 1000:
+        raise ConfigError("[smtp] max_line_length: RFC 5321 requires at least 1000 octets")
+
+
+def _validate_rest(cfg: Config) -> None:
+    if cfg.pipeline.parse_workers < 1:
+        raise ConfigError("[pipeline] parse_workers: must be at least 1")
+    if cfg.pipeline.max_attempts < 1:
+        raise ConfigError("[pipeline] max_attempts: must be at least 1")
+    if cfg.log.level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError('[log] level: use one of "debug", "info", "warning", "error"')
+    if cfg.log.format not in {"auto", "json", "console"}:
+        raise ConfigError('[log] format: use one of "auto", "json", "console"')
+    url = cfg.storage.database
+    if not (url.startswith("sqlite:///") or url.startswith("postgresql")):
+        raise ConfigError(
+            f"[storage] database = {_mask_url(url)!r}: use a sqlite:///path or "
+            "postgresql://user@host/db URL"
+        )
+    sqlite_path = cfg.sqlite_path()
+    if sqlite_path is not None:
+        _check_writable_dir("[storage] database", str(sqlite_path.parent))
+    _check_writable_dir("[storage] spool", cfg.storage.spool)
+    _check_writable_dir("[storage] attachments", cfg.storage.attachments)
+
+
+def parse(text: str, *, base: Path, source: str) -> Config:
+    """Validate TOML text into a Config; relative paths resolve against ``base``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(
+                f"[{name}]: unknown section; {_suggest(name, list(SECTIONS))}"
+                f"known sections are {', '.join(SECTIONS)} (see {SAMPLE})"
+            )
+        sections[name] = _section(name, SECTIONS[name], value)
+    cfg = Config(**sections, source=source)
+    return finalise(cfg, base)
+
+
+def finalise(cfg: Config, base: Path) -> Config:
+    """Resolve relative paths, fill derived defaults and validate."""
+    storage = replace(
+        cfg.storage,
+        database=_resolve_sqlite_url(base, cfg.storage.database),
+        spool=_resolve(base, cfg.storage.spool),
+        attachments=_resolve(base, cfg.storage.attachments),
+    )
+    smtp = cfg.smtp
+    smtp = replace(
+        smtp,
+        domains=tuple(d.lower().strip() for d in smtp.domains),
+        addresses=tuple(a.lower().strip() for a in smtp.addresses),
+        hostname=smtp.hostname or socket.getfqdn(),
+    )
+    cfg = replace(cfg, storage=storage, smtp=smtp)
+    _validate(cfg)
+    return cfg
+
+
+def load(path: str | None, environ: dict[str, str] | None = None) -> Config:
+    """Load ``path``, else ``$BUZON_CONFIG``, else the embedded default under ./buzon-data."""
+    env = os.environ if environ is None else environ
+    path = path or env.get("BUZON_CONFIG") or None
+    if path is None:
+        return finalise(Config(), Path.cwd())
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"config file {p} does not exist; create it from {SAMPLE} or fix --config"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} cannot be read: {exc}") from exc
+    return parse(text, base=p.resolve().parent, source=str(p))

@@ -1,0 +1,275 @@
+"""The ingest runner: spool entry -> parse (worker process) -> one transaction -> spool cleared.
+
+The spool file is removed only after the transaction committed, so a crash
+anywhere leaves the entry to be processed again, and the pipeline's dedupe
+step makes that harmless. Transient failures (database down or locked) put
+the entry back without counting; anything else counts an attempt, and after
+``max_attempts`` the entry moves to the spool's bad/ folder and, when the
+database allows, is recorded as a quarantined message so it stays visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from daemon import pipeline
+from daemon.config import PipelineConfig
+from daemon.errors import ParseTimeoutError, TransientError
+from daemon.logging import get_logger
+from daemon.parsepool import ParserPool
+from daemon.spool import Spool, SpoolEntry
+from storage.blobs import BlobStore
+from storage.engine import Database
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    spool_id: str
+    outcome: str  # stored | duplicate | quarantined | already_stored | retry | bad
+    message_pk: int | None = None
+    ticket_ref: str | None = None
+    reason: str = ""
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, IntegrityError):
+        return True  # a concurrent insert of the same message: retry and dedupe finds it
+    if isinstance(exc, OperationalError):
+        return True  # locked, connection refused, server gone
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class IngestProcessor:
+    """Processes one claimed spool entry; shared by the runner and ``buzon ingest``."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        db: Database,
+        parsers: ParserPool,
+        blobs: BlobStore,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.spool = spool
+        self.db = db
+        self.parsers = parsers
+        self.blobs = blobs
+        self.clock = clock
+        self.log = get_logger(component="ingest")
+
+    def process(self, entry: SpoolEntry) -> Outcome:
+        """Run the pipeline for ``entry`` and clear it; never raises."""
+        source = str(entry.meta.get("source", "unknown"))
+        with structlog.contextvars.bound_contextvars(spool_id=entry.id, source=source):
+            try:
+                return self._process(entry, source)
+            except Exception as exc:
+                return self._failed(entry, exc)
+
+    def _process(self, entry: SpoolEntry, source: str) -> Outcome:
+        raw = entry.read()
+        sha = hashlib.sha256(raw).hexdigest()
+        if entry.meta.get("sha256") not in (None, sha):
+            self.log.error("spool.corrupt", expected=entry.meta.get("sha256"), actual=sha)
+        quarantine_reason = ""
+        try:
+            parsed = self.parsers.parse(raw)
+        except ParseTimeoutError as exc:
+            parsed, quarantine_reason = None, str(exc)
+        received = _received_at(entry, self.clock)
+        with self.db.transaction() as session:
+            work = pipeline.Work(
+                spool_id=entry.id,
+                raw=raw,
+                sha256=sha,
+                source=source,
+                envelope=dict(entry.meta.get("envelope") or {}),
+                received_at=received,
+                parsed=parsed,
+                quarantine_reason=quarantine_reason,
+                session=session,
+                blobs=self.blobs,
+                now=self.clock(),
+                log=self.log,
+            )
+            pipeline.run(work)
+            outcome = Outcome(
+                entry.id,
+                work.outcome,
+                work.message.id if work.message else None,
+                work.ticket.ref if work.ticket else None,
+            )
+        # Committed: now it is safe to forget the spool copy, and true to log.
+        self.spool.complete(entry)
+        ids = {
+            "message_id": parsed.message_id if parsed else None,
+            "message": outcome.message_pk,
+            "ticket": outcome.ticket_ref,
+        }
+        for event, fields in work.events:
+            self.log.info(event, **ids, **fields)
+        return outcome
+
+    def retry_message(self, pk: int) -> Outcome:
+        """Parse a quarantined message's raw bytes again and, if it parses now, ticket it."""
+        with self.db.transaction() as session:
+            from storage import repository as repo
+
+            msg = repo.message(session, pk)
+            if msg is None or msg.state != "quarantined":
+                raise LookupError(f"message {pk} is not quarantined")
+            raw, sha = msg.raw, msg.raw_sha256
+            source, received = msg.source, msg.received_at
+        reason = ""
+        try:
+            parsed = self.parsers.parse(raw)
+        except ParseTimeoutError as exc:
+            parsed, reason = None, str(exc)
+        with self.db.transaction() as session:
+            msg = session.get(type(msg), pk)
+            assert msg is not None
+            work = pipeline.Work(
+                spool_id=f"retry:{pk}",
+                raw=raw,
+                sha256=sha,
+                source=source,
+                envelope={},
+                received_at=received,
+                parsed=parsed,
+                quarantine_reason=reason,
+                session=session,
+                blobs=self.blobs,
+                now=self.clock(),
+                log=self.log,
+                message=msg,
+            )
+            pipeline.run(work, pipeline.RETRY)
+            outcome = Outcome(
+                work.spool_id,
+                work.outcome,
+                pk,
+                work.ticket.ref if work.ticket else None,
+                msg.state_reason,
+            )
+        for event, fields in work.events:
+            self.log.info(event, message=pk, ticket=outcome.ticket_ref, **fields)
+        return outcome
+
+    def _failed(self, entry: SpoolEntry, exc: Exception) -> Outcome:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        if _transient(exc):
+            self.log.warning("ingest.retry", error=reason)
+            self.spool.release(entry, count_attempt=False)
+            return Outcome(entry.id, "retry", reason=reason)
+        self.log.error("ingest.failed", error=reason, attempt=entry.attempts + 1)
+        if self.spool.release(entry, count_attempt=True, reason=reason):
+            return Outcome(entry.id, "retry", reason=reason)
+        self.log.error("message.quarantined", reason=reason, where="spool/bad")
+        return Outcome(entry.id, "bad", reason=reason)
+
+
+def _received_at(entry: SpoolEntry, clock: Clock) -> datetime:
+    value = entry.meta.get("received_at")
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+        except ValueError:
+            pass
+    return clock()
+
+
+class IngestRunner:
+    """A dispatcher thread feeding worker threads; each worker claims before it works."""
+
+    def __init__(self, processor: IngestProcessor, cfg: PipelineConfig) -> None:
+        self.processor = processor
+        self.spool = processor.spool
+        self.cfg = cfg
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=cfg.parse_workers * 4)
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.processed = 0
+        self.last_progress = 0.0
+        self.spool.on_new(self.wakeup.set)
+        self.log = get_logger(component="ingest")
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._dispatch, name="ingest-dispatch")]
+        self._threads += [
+            threading.Thread(target=self._work, name=f"ingest-{i}")
+            for i in range(self.cfg.parse_workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float) -> None:
+        """Finish the items being processed, then stop; queued ids stay in the spool."""
+        self.stopping.set()
+        self.wakeup.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+    def _dispatch(self) -> None:
+        while not self.stopping.is_set():
+            self.wakeup.clear()
+            for entry_id in self.spool.pending():
+                if self.stopping.is_set():
+                    break
+                with self._lock:
+                    if entry_id in self._in_flight:
+                        continue
+                    self._in_flight.add(entry_id)
+                while not self.stopping.is_set():
+                    try:
+                        self._queue.put(entry_id, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+            self.wakeup.wait(self.cfg.poll_interval)
+        for _ in range(self.cfg.parse_workers):
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while True:
+            entry_id = self._queue.get()
+            if entry_id is None:
+                return
+            try:
+                if self.stopping.is_set():
+                    continue
+                entry = self.spool.claim(entry_id)
+                if entry is None:
+                    continue
+                outcome = self.processor.process(entry)
+                self.processed += 1
+                if outcome.outcome == "retry":
+                    # Back off briefly so a down database is not hammered.
+                    self.stopping.wait(min(5.0, self.cfg.poll_interval))
+            finally:
+                with self._lock:
+                    self._in_flight.discard(entry_id)

@@ -1,0 +1,65 @@
+"""Structured logs: one JSON object per line on stdout, a readable rendering on a terminal.
+
+Event names are stable and dotted (``smtp.accepted``); ids such as
+``message_id``, ``ticket`` and ``source`` are bound with contextvars so one
+message can be followed end to end. docs/EVENTS.md is the catalogue.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09,)}
+
+
+def escape_control_characters(
+    _logger: WrappedLogger, _method: str, event_dict: EventDict
+) -> EventDict:
+    """Escape CR, LF and other control characters in string values (SEC-05).
+
+    JSON escapes them already; the console renderer would print them raw, so a
+    hostile subject could forge log lines on a terminal.
+    """
+    for key, value in event_dict.items():
+        if isinstance(value, str) and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            event_dict[key] = value.translate(_CONTROL)
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Install the process-wide structlog configuration (called once, by the CLI)."""
+    out = stream or sys.stdout
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        escape_control_characters,
+    ]
+    if use_console:
+        processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+    else:
+        processors.append(structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level.lower()]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that use stdlib logging (aiosmtpd, alembic) stay quiet below WARNING
+    # so their lines do not interleave unstructured text with our JSON.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for noisy in ("mail.log", "alembic", "mailparser"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def get_logger(**bound: Any) -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(**bound)
+    return logger

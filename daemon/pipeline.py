@@ -1,0 +1,308 @@
+"""The ingest pipeline: small steps with one signature, run in one database transaction.
+
+A step takes the ``Work`` for one spool entry and either updates it or raises
+``Done`` (control flow, not an error) to end the pipeline early, e.g. for a
+duplicate. The pipeline itself is data: an ordered tuple of step names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+from structlog.typing import FilteringBoundLogger
+
+from parsers import ParsedMessage
+from storage import repository as repo
+from storage.blobs import BlobStore
+from storage.models import Attachment, Delivery, Message, Ticket
+from triage.refs import ref_for, refs_in_subject
+from triage.sla import initial_stamps
+from triage.threading import Candidate, ThreadKeys, decide
+
+
+class Done(Exception):
+    """Raised by a step to end the pipeline successfully; not an error."""
+
+
+@dataclass
+class Work:
+    """Everything known about one spool entry while it goes through the pipeline."""
+
+    spool_id: str
+    raw: bytes
+    sha256: str
+    source: str
+    envelope: dict[str, Any]
+    received_at: datetime
+    parsed: ParsedMessage | None
+    quarantine_reason: str
+    session: Session
+    blobs: BlobStore
+    now: datetime
+    log: FilteringBoundLogger
+    message: Message | None = None
+    ticket: Ticket | None = None
+    outcome: str = ""
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+Step = Callable[[Work], None]
+
+
+def _same_matter(existing: Message, parsed: ParsedMessage) -> bool:
+    """Same Message-ID is the same message only if it also has the same author and date.
+
+    Some mailers reuse one Message-ID for every mail; trusting the id alone
+    would silently drop a customer's message.
+    """
+    sender = parsed.sender.addr_spec.lower() if parsed.sender else ""
+    return (
+        existing.from_addr == sender
+        and existing.subject == parsed.subject
+        and existing.date == parsed.date
+    )
+
+
+def dedupe(work: Work) -> None:
+    """End here when this delivery, these bytes or this message were stored before."""
+    if repo.delivery_by_spool_id(work.session, work.spool_id) is not None:
+        work.outcome = "already_stored"  # committed before a crash, spool file not yet removed
+        raise Done
+    existing = repo.message_by_sha(work.session, work.sha256)
+    reason = "same raw bytes"
+    if existing is None and work.parsed is not None and not work.parsed.message_id_generated:
+        for candidate in repo.messages_by_message_id(work.session, work.parsed.message_id):
+            if _same_matter(candidate, work.parsed):
+                existing, reason = candidate, "same Message-ID, sender, subject and date"
+                break
+    if existing is None:
+        return
+    work.session.add(
+        Delivery(
+            message=existing,
+            spool_id=work.spool_id,
+            source=work.source,
+            received_at=work.received_at,
+            envelope=work.envelope,
+            duplicate=True,
+        )
+    )
+    work.message = existing
+    work.ticket = existing.ticket
+    work.outcome = "duplicate"
+    work.events.append(("message.duplicate", {"message_pk": existing.id, "reason": reason}))
+    raise Done
+
+
+def _fill(msg: Message, work: Work) -> None:
+    """Copy the parse result onto ``msg``: quarantined when it could not be understood."""
+    p = work.parsed
+    if p is None or p.fatal:
+        msg.state = "quarantined"
+        msg.state_reason = work.quarantine_reason or (p.fatal if p else "not parsed")
+        msg.message_id = p.message_id if p else f"{work.sha256[:32]}@generated.buzon.invalid"
+        msg.message_id_generated = True if p is None else p.message_id_generated
+        msg.parser = p.parser if p else "none"
+        msg.defects = list(p.defects) if p else []
+        return
+    msg.state = "done"
+    msg.state_reason = ""
+    msg.message_id = p.message_id
+    msg.message_id_generated = p.message_id_generated
+    msg.subject = p.subject
+    if p.sender is not None:
+        msg.from_addr = p.sender.addr_spec.lower()
+        msg.from_name = p.sender.display_name
+        msg.from_verified = p.sender.verified
+    msg.to_addrs = [a.addr_spec for a in p.to]
+    msg.cc_addrs = [a.addr_spec for a in p.cc]
+    msg.date = p.date
+    msg.in_reply_to = list(p.in_reply_to)
+    msg.references = list(p.references)
+    msg.text = p.text
+    msg.text_from_html = p.text_from_html
+    msg.defects = list(p.defects)
+    msg.auto = _auto_dict(p, work.envelope)
+    msg.is_automatic = bool(msg.auto.get("is_automatic"))
+    msg.parser = p.parser
+
+
+def _after_fill(work: Work, msg: Message) -> None:
+    work.message = msg
+    if msg.state == "quarantined":
+        work.outcome = "quarantined"
+        work.events.append(("message.quarantined", {"reason": msg.state_reason}))
+        raise Done
+    work.outcome = "stored"
+    work.events.append(("message.stored", {"size": msg.size}))
+
+
+def store_message(work: Work) -> None:
+    """Insert the message row (raw bytes always) and its delivery."""
+    msg = Message(
+        raw_sha256=work.sha256,
+        raw=work.raw,
+        size=len(work.raw),
+        source=work.source,
+        received_at=work.received_at,
+        stored_at=work.now,
+    )
+    _fill(msg, work)
+    work.session.add(msg)
+    work.session.add(
+        Delivery(
+            message=msg,
+            spool_id=work.spool_id,
+            source=work.source,
+            received_at=work.received_at,
+            envelope=work.envelope,
+        )
+    )
+    work.session.flush()
+    _after_fill(work, msg)
+
+
+def refresh_message(work: Work) -> None:
+    """Re-fill a quarantined message (``work.message``) from a new parse, for a retry."""
+    assert work.message is not None
+    _fill(work.message, work)
+    work.session.flush()
+    _after_fill(work, work.message)
+
+
+def _auto_dict(p: ParsedMessage, envelope: dict[str, Any]) -> dict[str, Any]:
+    a = p.auto
+    null_sender = a.null_sender or envelope.get("mail_from") in ("", "<>")
+    out: dict[str, Any] = {
+        "auto_submitted": a.auto_submitted,
+        "precedence": a.precedence,
+        "auto_response_suppress": a.auto_response_suppress,
+        "list_id": a.list_id,
+        "is_bounce": a.is_bounce,
+        "is_dsn": a.is_dsn,
+        "is_mdn": a.is_mdn,
+        "null_sender": null_sender,
+    }
+    out["is_automatic"] = a.is_automatic or null_sender
+    return out
+
+
+def store_attachments(work: Work) -> None:
+    """Write attachment bytes by hash and record their metadata."""
+    assert work.message is not None and work.parsed is not None
+    for att in work.parsed.attachments:
+        digest = work.blobs.put(att.content)
+        work.session.add(
+            Attachment(
+                message=work.message,
+                filename=att.filename,
+                content_type=att.content_type,
+                size=att.size,
+                sha256=digest,
+                content_id=att.content_id,
+                disposition=att.disposition,
+            )
+        )
+
+
+def thread(work: Work) -> None:
+    """Join the open ticket this message answers, or open a new one."""
+    msg, p = work.message, work.parsed
+    assert msg is not None and p is not None
+    candidates: list[Candidate] = []
+    by_id = dict(repo.open_tickets_for_message_ids(work.session, (*p.in_reply_to, *p.references)))
+    for header, ids in (("in-reply-to", p.in_reply_to), ("references", p.references)):
+        for mid in ids:
+            if mid in by_id:
+                t = by_id[mid]
+                candidates.append(Candidate(t.id, t.ref or "", t.requester, header))
+    for t in repo.open_tickets_by_refs(work.session, refs_in_subject(p.subject)):
+        candidates.append(Candidate(t.id, t.ref or "", t.requester, "subject-tag"))
+    keys = ThreadKeys(msg.from_addr, msg.from_verified)
+    decision = decide(keys, candidates)
+    if decision.ticket_id is not None:
+        ticket = work.session.get(Ticket, decision.ticket_id)
+        assert ticket is not None
+        msg.ticket = ticket
+        ticket.message_count += 1
+        ticket.updated_at = work.now
+        repo.add_event(
+            work.session,
+            ticket,
+            "message_added",
+            work.now,
+            data={"rule": decision.rule, "reason": decision.reason, "message_id": msg.message_id},
+            message=msg,
+        )
+        work.ticket = ticket
+        work.events.append(("ticket.updated", {"rule": decision.rule}))
+        return
+    requester = msg.from_addr or (work.envelope.get("mail_from") or "").lower()
+    customer = (
+        repo.contact_for(work.session, requester, msg.from_name, requester, work.now).customer
+        if requester
+        else "unknown"
+    )
+    ticket = Ticket(
+        status="open",
+        subject=msg.subject,
+        customer=customer,
+        requester=requester,
+        channel="email",
+        message_count=1,
+        created_at=work.received_at,
+        updated_at=work.now,
+    )
+    work.session.add(ticket)
+    work.session.flush()
+    ticket.ref = ref_for(ticket.id)
+    msg.ticket = ticket
+    repo.add_event(
+        work.session,
+        ticket,
+        "created",
+        work.now,
+        data={"reason": decision.reason, "message_id": msg.message_id, "source": work.source},
+        message=msg,
+    )
+    work.ticket = ticket
+    work.events.append(("ticket.created", {"reason": decision.reason}))
+
+
+def stamp(work: Work) -> None:
+    """Stamp SLA deadlines on a ticket this message opened."""
+    ticket = work.ticket
+    if ticket is None or ticket.assign_by is not None:
+        return
+    stamps = initial_stamps(ticket.created_at)
+    ticket.assign_by = stamps.assign_by
+    ticket.respond_by = stamps.respond_by
+    repo.add_event(
+        work.session, ticket, "stamped", work.now, data=stamps.explain(), message=work.message
+    )
+    work.events.append(("ticket.stamped", stamps.explain()))
+
+
+STEPS: dict[str, Step] = {
+    "dedupe": dedupe,
+    "store_message": store_message,
+    "refresh_message": refresh_message,
+    "store_attachments": store_attachments,
+    "thread": thread,
+    "stamp": stamp,
+}
+INGEST: tuple[str, ...] = ("dedupe", "store_message", "store_attachments", "thread", "stamp")
+RETRY: tuple[str, ...] = ("refresh_message", "store_attachments", "thread", "stamp")
+
+
+def run(work: Work, pipeline: tuple[str, ...] = INGEST) -> None:
+    """Run the named steps in order until one raises Done or all have run."""
+    for name in pipeline:
+        try:
+            STEPS[name](work)
+        except Done:
+            return

@@ -1,0 +1,231 @@
+"""The SMTP receiver: accept mail for our addresses, make it durable, then answer.
+
+Receivers hold no business logic: they check the envelope, hand the raw
+bytes to the spool and answer. ``250`` is sent only after the spool flush
+returned; every internal failure answers ``451 4.3.0`` so the sender retries
+(aiosmtpd's default would be a permanent ``500`` that bounces the customer and
+leaks internals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from daemon.config import SmtpConfig
+from daemon.errors import SpoolFullError
+from daemon.logging import get_logger
+from daemon.spool import Spool
+from daemon.spool_writer import GroupCommitWriter
+
+
+class Reply:
+    """The replies Buzón gives, in one place (RFC 5321 / RFC 3463 codes)."""
+
+    OK_SENDER = "250 2.1.0 Sender OK"
+    OK_RCPT = "250 2.1.5 Recipient OK"
+    NO_SUCH_USER = "550 5.1.1 <{}>: no such recipient here"
+    TOO_MANY_RCPTS = "452 4.5.3 Too many recipients"
+    NO_STORAGE = "452 4.3.1 Insufficient system storage; try again later"
+    TEMP_FAILURE = "451 4.3.0 Temporary local problem; try again later"
+    SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
+    QUEUED = "250 2.0.0 OK queued as {}"
+
+
+def recipient_accepted(address: str, cfg: SmtpConfig) -> bool:
+    """True for a configured exact address or an address at a configured domain."""
+    addr = address.strip().lower()
+    if addr.count("@") != 1:
+        return False
+    local, domain = addr.rsplit("@", 1)
+    if not local or not domain:
+        return False
+    return addr in cfg.addresses or domain.rstrip(".") in cfg.domains
+
+
+@dataclass
+class IntakeStats:
+    accepted: int = 0
+    refused: int = 0
+    failed: int = 0
+
+
+class IntakeHandler:
+    """aiosmtpd hooks; each returns the reply for its command."""
+
+    def __init__(self, cfg: SmtpConfig, spool: Spool, writer: GroupCommitWriter) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.writer = writer
+        self.stats = IntakeStats()
+        self.accepting = True
+        self.log = get_logger(component="smtp")
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if not self.accepting:
+            return Reply.SHUTTING_DOWN
+        room = await asyncio.to_thread(self.spool.has_room_for, self.cfg.max_message_size)
+        if not room:
+            self.stats.refused += 1
+            self.log.warning("smtp.refused", reason="spool disk nearly full", code=452)
+            return Reply.NO_STORAGE
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return Reply.OK_SENDER
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if not recipient_accepted(address, self.cfg):
+            self.log.info("smtp.rcpt_refused", rcpt=address, peer=_peer(session), code=550)
+            return Reply.NO_SUCH_USER.format(address.replace("\r", "").replace("\n", ""))
+        if len(envelope.rcpt_tos) >= self.cfg.max_recipients:
+            return Reply.TOO_MANY_RCPTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return Reply.OK_RCPT
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        meta = {
+            "source": "smtp",
+            "received_at": datetime.now(UTC).isoformat(),
+            "envelope": {
+                "mail_from": envelope.mail_from,
+                "rcpt_tos": list(envelope.rcpt_tos),
+                "mail_options": list(envelope.mail_options),
+                "peer": _peer(session),
+                "helo": session.host_name,
+                "tls": session.ssl is not None,
+            },
+        }
+        started = time.monotonic()
+        try:
+            entry = await self.writer.put(raw, meta)
+        except SpoolFullError as exc:
+            self.stats.refused += 1
+            self.log.warning("smtp.refused", reason=str(exc), code=452, size=len(raw))
+            return Reply.NO_STORAGE
+        except Exception as exc:
+            self.stats.failed += 1
+            self.log.error("smtp.spool_failed", error=repr(exc), code=451, size=len(raw))
+            return Reply.TEMP_FAILURE
+        self.stats.accepted += 1
+        self.log.info(
+            "smtp.accepted",
+            spool_id=entry.id,
+            size=len(raw),
+            peer=_peer(session),
+            rcpt_count=len(envelope.rcpt_tos),
+            spool_ms=round((time.monotonic() - started) * 1000, 2),
+        )
+        return Reply.QUEUED.format(entry.id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        self.stats.failed += 1
+        self.log.error("smtp.error", error=repr(error), code=451)
+        return Reply.TEMP_FAILURE
+
+
+def _peer(session: Session) -> str:
+    peer: Any = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+class IntakeSMTP(SMTP):
+    """aiosmtpd's protocol with limits fit for real mail."""
+
+    def __init__(
+        self,
+        handler: IntakeHandler,
+        cfg: SmtpConfig,
+        on_close: Callable[[IntakeSMTP], None] = lambda _: None,
+        **kwargs: Any,
+    ) -> None:
+        self._on_close = on_close
+        # The class attribute sizes the stream reader; it must be set before __init__.
+        self.line_length_limit = cfg.max_line_length
+        super().__init__(
+            handler,
+            data_size_limit=cfg.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=cfg.hostname,
+            ident="Buzón ESMTP",
+            timeout=cfg.timeout,
+            **kwargs,
+        )
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._on_close(self)
+        super().connection_lost(error)
+
+
+class SmtpServer:
+    """Owns the listening socket and the live sessions, for a graceful stop."""
+
+    def __init__(self, cfg: SmtpConfig, handler: IntakeHandler) -> None:
+        self.cfg = cfg
+        self.handler = handler
+        self.sessions: set[IntakeSMTP] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self.log = get_logger(component="smtp")
+
+    def _factory(self) -> IntakeSMTP:
+        proto = IntakeSMTP(self.handler, self.cfg, on_close=self.sessions.discard)
+        self.sessions.add(proto)
+        return proto
+
+    async def start(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._factory, host=self.cfg.host, port=self.cfg.port, reuse_address=True
+        )
+        sock = self._server.sockets[0].getsockname()
+        self.log.info("smtp.listening", host=sock[0], port=sock[1])
+        return sock[0], sock[1]
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; give sessions ``grace`` seconds; then 421 and close the rest."""
+        self.handler.accepting = False
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace
+        while self.sessions and time.monotonic() < deadline:
+            if all(_idle(p) for p in self.sessions):
+                break
+            await asyncio.sleep(0.05)
+        for proto in list(self.sessions):
+            transport = proto.transport
+            if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+                transport.write(Reply.SHUTTING_DOWN.encode() + b"\r\n")
+                transport.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+        self.log.info("smtp.stopped")
+
+
+def _idle(proto: IntakeSMTP) -> bool:
+    """True when a session is between transactions (no MAIL FROM pending)."""
+    envelope = proto.envelope
+    return envelope is None or envelope.mail_from is None

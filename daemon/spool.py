@@ -1,0 +1,362 @@
+"""The durable spool: where a message lives from the moment it is acknowledged until its
+database row is committed.
+
+Layout under the spool root (one filesystem)::
+
+    tmp/   half-written files; never acknowledged, removed at start
+    new/   durable entries waiting for the ingest runner: ID.eml (raw bytes) + ID.json
+    cur/   entries being processed (renamed from new/, Mailman's ``.bak``); moved back to
+           new/ at start with one more attempt counted
+    bad/   entries that crashed the ingest ``max_attempts`` times or could not be stored,
+           with the reason in their sidecar; ``buzon quarantine retry`` moves them back
+
+A write is durable before it is visible: files are written in tmp/, flushed to
+disk, renamed into new/, and new/ itself is fsynced. Concurrent writers are
+batched so many messages share one flush (group commit). The sidecar is renamed
+before the .eml, and the .eml is what marks an entry as present, so a crash
+between the two renames leaves only an unacknowledged orphan sidecar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import SpoolFullError
+
+DIRS = ("tmp", "new", "cur", "bad")
+MIN_FREE_INODES = 1000
+
+_libc: Any = None
+_libc_name = ctypes.util.find_library("c")
+if _libc_name:
+    try:
+        _libc = ctypes.CDLL(_libc_name, use_errno=True)
+        _libc.syncfs  # noqa: B018 — probe: absent on non-Linux libcs
+    except (OSError, AttributeError):
+        _libc = None
+
+
+def _syncfs(fd: int) -> bool:
+    """Flush every dirty page of the filesystem holding ``fd``; False when unsupported."""
+    if _libc is None:
+        return False
+    if _libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def new_entry_id() -> str:
+    """A unique, roughly time-ordered id; safe across processes sharing one spool."""
+    return f"{time.time_ns():019d}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@dataclass(slots=True)
+class SpoolEntry:
+    """One spooled message: its id, sidecar metadata and where it currently lives."""
+
+    id: str
+    meta: dict[str, Any]
+    state: str  # new | cur | bad
+    root: Path = field(repr=False)
+
+    @property
+    def eml(self) -> Path:
+        return self.root / self.state / f"{self.id}.eml"
+
+    @property
+    def sidecar(self) -> Path:
+        return self.root / self.state / f"{self.id}.json"
+
+    @property
+    def attempts(self) -> int:
+        return int(self.meta.get("attempts", 0))
+
+    def read(self) -> bytes:
+        return self.eml.read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    recovered: tuple[str, ...]  # cur/ -> new/ (attempt counted)
+    quarantined: tuple[str, ...]  # cur/ -> bad/ (too many attempts)
+    removed_tmp: int
+    removed_orphans: int
+
+
+class Spool:
+    """Durable directory queue. Blocking: call from threads, never the event loop."""
+
+    def __init__(self, root: str | Path, *, max_attempts: int = 3) -> None:
+        self.root = Path(root)
+        self.max_attempts = max_attempts
+        self._listeners: list[Callable[[], None]] = []
+        for d in DIRS:
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+
+    # --- writing -----------------------------------------------------------------
+
+    def on_new(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the writing thread) whenever entries become durable."""
+        self._listeners.append(callback)
+
+    def free_space(self) -> tuple[int, int]:
+        """(free bytes, free inodes) available to this user on the spool filesystem."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize, st.f_favail
+
+    def has_room_for(self, size: int) -> bool:
+        """Postfix's rule: keep 1.5 x the largest message free, and some inodes."""
+        free, inodes = self.free_space()
+        return free >= size * 1.5 and inodes >= MIN_FREE_INODES
+
+    def put(self, raw: bytes, meta: dict[str, Any]) -> SpoolEntry:
+        """Make one message durable; see :meth:`put_many`."""
+        result = self.put_many([(raw, meta)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def put_many(
+        self, items: Sequence[tuple[bytes, dict[str, Any]]]
+    ) -> list[SpoolEntry | BaseException]:
+        """Make every item durable with one flush; per-item results, in order.
+
+        An item that could not be written (disk full, I/O error) gets its
+        exception in its slot and leaves no file behind; the others still succeed.
+        """
+        tmp = self.root / "tmp"
+        written: list[tuple[int, SpoolEntry]] = []
+        results: list[SpoolEntry | BaseException] = []
+        for raw, meta in items:
+            entry_id = new_entry_id()
+            full = {
+                **meta,
+                "id": entry_id,
+                "size": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+                "attempts": 0,
+            }
+            try:
+                self._write_file(tmp / f"{entry_id}.json", json.dumps(full).encode(), sync=False)
+                self._write_file(tmp / f"{entry_id}.eml", raw, sync=False)
+            except OSError as exc:
+                self._unlink_quietly(tmp / f"{entry_id}.json", tmp / f"{entry_id}.eml")
+                results.append(_map_os_error(exc))
+                continue
+            written.append((len(results), SpoolEntry(entry_id, full, "new", self.root)))
+            results.append(written[-1][1])
+        if not written:
+            return results
+        try:
+            self._barrier([e for _, e in written])
+            for _, entry in written:
+                os.rename(tmp / f"{entry.id}.json", entry.sidecar)
+                os.rename(tmp / f"{entry.id}.eml", entry.eml)
+            _fsync_dir(self.root / "new")
+        except OSError as exc:
+            err = _map_os_error(exc)
+            for idx, entry in written:
+                self._unlink_quietly(
+                    tmp / f"{entry.id}.json", tmp / f"{entry.id}.eml", entry.eml, entry.sidecar
+                )
+                results[idx] = err
+            return results
+        for callback in self._listeners:
+            callback()
+        return results
+
+    def _barrier(self, entries: Sequence[SpoolEntry]) -> None:
+        # One syncfs flushes every file of the batch in a single journal commit;
+        # per-file fsync is the fallback where syncfs does not exist.
+        fd = os.open(self.root / "tmp", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _syncfs(fd):
+                return
+        finally:
+            os.close(fd)
+        for entry in entries:
+            for suffix in (".json", ".eml"):
+                f = os.open(self.root / "tmp" / f"{entry.id}{suffix}", os.O_RDONLY)
+                try:
+                    os.fsync(f)
+                finally:
+                    os.close(f)
+
+    @staticmethod
+    def _write_file(path: Path, data: bytes, *, sync: bool) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _rewrite_sidecar(self, entry: SpoolEntry) -> None:
+        tmp = self.root / "tmp" / f"{entry.id}.json.{secrets.token_hex(4)}"
+        self._write_file(tmp, json.dumps(entry.meta).encode(), sync=True)
+        os.replace(tmp, entry.sidecar)
+        _fsync_dir(entry.sidecar.parent)
+
+    @staticmethod
+    def _unlink_quietly(*paths: Path) -> None:
+        for p in paths:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+    # --- reading and processing --------------------------------------------------
+
+    def pending(self) -> list[str]:
+        """Ids waiting in new/, oldest first."""
+        return sorted(n[:-4] for n in os.listdir(self.root / "new") if n.endswith(".eml"))
+
+    def depth(self) -> dict[str, int]:
+        return {
+            d: sum(1 for n in os.listdir(self.root / d) if n.endswith(".eml"))
+            for d in ("new", "cur", "bad")
+        }
+
+    def claim(self, entry_id: str) -> SpoolEntry | None:
+        """Move an entry to cur/; None when another worker (or process) got it first."""
+        new, cur = self.root / "new", self.root / "cur"
+        try:
+            os.rename(new / f"{entry_id}.eml", cur / f"{entry_id}.eml")
+        except FileNotFoundError:
+            return None
+        os.rename(new / f"{entry_id}.json", cur / f"{entry_id}.json")
+        return self._load(entry_id, "cur")
+
+    def _load(self, entry_id: str, state: str) -> SpoolEntry:
+        sidecar = self.root / state / f"{entry_id}.json"
+        try:
+            meta = json.loads(sidecar.read_bytes())
+        except FileNotFoundError:
+            # Never lose the message over a missing sidecar: the bytes are what matter.
+            meta = {"id": entry_id, "source": "unknown", "attempts": 0, "sidecar_lost": True}
+            self._write_file(sidecar, json.dumps(meta).encode(), sync=True)
+        return SpoolEntry(entry_id, meta, state, self.root)
+
+    def complete(self, entry: SpoolEntry) -> None:
+        """Forget an entry whose database row is committed."""
+        self._unlink_quietly(entry.eml, entry.sidecar)
+
+    def release(self, entry: SpoolEntry, *, count_attempt: bool, reason: str = "") -> bool:
+        """Put a claimed entry back in new/; False when it went to bad/ instead."""
+        if count_attempt:
+            entry.meta["attempts"] = entry.attempts + 1
+            entry.meta["last_error"] = reason
+            if entry.attempts >= self.max_attempts:
+                self.quarantine(entry, f"failed {entry.attempts} times; last error: {reason}")
+                return False
+            self._rewrite_sidecar(entry)
+        self._move(entry, "new")
+        return True
+
+    def quarantine(self, entry: SpoolEntry, reason: str) -> None:
+        """Move an entry to bad/ with ``reason``; an admin can retry it later."""
+        entry.meta["quarantine_reason"] = reason
+        entry.meta["quarantined_at"] = time.time()
+        self._rewrite_sidecar(entry)
+        self._move(entry, "bad")
+
+    def _move(self, entry: SpoolEntry, state: str) -> None:
+        target = self.root / state
+        os.rename(entry.sidecar, target / f"{entry.id}.json")
+        os.rename(entry.eml, target / f"{entry.id}.eml")
+        entry.state = state
+        _fsync_dir(target)
+
+    def quarantined(self) -> Iterator[SpoolEntry]:
+        for n in sorted(os.listdir(self.root / "bad")):
+            if n.endswith(".eml"):
+                yield self._load(n[:-4], "bad")
+
+    def get(self, entry_id: str) -> SpoolEntry | None:
+        for state in ("new", "cur", "bad"):
+            if (self.root / state / f"{entry_id}.eml").exists():
+                return self._load(entry_id, state)
+        return None
+
+    def retry(self, entry_id: str) -> bool:
+        """Move a quarantined entry back to new/ with its attempts reset."""
+        if not (self.root / "bad" / f"{entry_id}.eml").exists():
+            return False
+        entry = self._load(entry_id, "bad")
+        entry.meta["attempts"] = 0
+        entry.meta.pop("quarantine_reason", None)
+        self._rewrite_sidecar(entry)
+        self._move(entry, "new")
+        for callback in self._listeners:
+            callback()
+        return True
+
+    def recover(self) -> RecoveryReport:
+        """Start-up recovery; run before any worker starts and before READY."""
+        removed_tmp = 0
+        for n in os.listdir(self.root / "tmp"):
+            # Nothing in tmp/ was ever acknowledged: the 250 comes after the rename.
+            self._unlink_quietly(self.root / "tmp" / n)
+            removed_tmp += 1
+        recovered: list[str] = []
+        quarantined: list[str] = []
+        cur = self.root / "cur"
+        for n in sorted(os.listdir(cur)):
+            if not n.endswith(".eml"):
+                continue
+            entry_id = n[:-4]
+            stray = self.root / "new" / f"{entry_id}.json"
+            if stray.exists() and not (cur / f"{entry_id}.json").exists():
+                os.rename(stray, cur / f"{entry_id}.json")
+            entry = self._load(entry_id, "cur")
+            reason = "the ingest worker stopped while processing it (crash or kill)"
+            if self.release(entry, count_attempt=True, reason=reason):
+                recovered.append(entry_id)
+            else:
+                quarantined.append(entry_id)
+        removed = 0
+        for d in ("new", "cur"):
+            for n in os.listdir(self.root / d):
+                if n.endswith(".json") and not (self.root / d / f"{n[:-5]}.eml").exists():
+                    if d == "cur" and (self.root / "new" / f"{n[:-5]}.eml").exists():
+                        os.rename(self.root / d / n, self.root / "new" / n)
+                        continue
+                    self._unlink_quietly(self.root / d / n)
+                    removed += 1
+        return RecoveryReport(tuple(recovered), tuple(quarantined), removed_tmp, removed)
+
+    def oldest_age(self) -> float | None:
+        """Seconds since the oldest pending entry was spooled, or None when empty."""
+        ids = self.pending()
+        if not ids:
+            return None
+        return max(0.0, time.time() - int(ids[0].split("-", 1)[0]) / 1e9)
+
+
+def _map_os_error(exc: OSError) -> BaseException:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SpoolFullError(f"spool filesystem is full: {exc.strerror}")
+    return exc

@@ -1,0 +1,16 @@
+"""Bytes in, frozen dataclasses out: everything Buzón reads from a raw message.
+
+No I/O and no database here; ``parse_message`` never raises.
+"""
+
+from __future__ import annotations
+
+from parsers.model import (
+    Address,
+    Attachment,
+    AutoSignals,
+    ParseLimits,
+    ParsedMessage,
+)
+
+__all__ = ["Address", "Attachment", "AutoSignals", "ParseLimits", "ParsedMessage"]

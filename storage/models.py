@@ -1,0 +1,184 @@
+"""The schema: messages (raw bytes kept), deliveries, attachments, tickets, events, contacts.
+
+Every column a later stage queries by is indexed; the ticket event table is
+append-only and is the audit trail agents and ``sla explain`` replay.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from storage.types import SafeString, SafeText, UTCDateTime, clean_json
+
+# SQLite and PostgreSQL both autoincrement a plain INTEGER primary key on SQLite
+# only when it is exactly INTEGER; BigInteger elsewhere for headroom.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
+
+class SafeJSON(TypeDecorator[Any]):
+    """JSON whose strings are sanitised so PostgreSQL accepts what SQLite does."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return clean_json(value)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Message(Base):
+    """One distinct message, however many times it was delivered."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(SafeString(998), index=True)
+    message_id_generated: Mapped[bool] = mapped_column(Boolean, default=False)
+    raw_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    # done | quarantined (later stages add awaiting_transcription, awaiting_triage, failed)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    state_reason: Mapped[str] = mapped_column(SafeText, default="")
+    source: Mapped[str] = mapped_column(SafeString(255))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    subject: Mapped[str] = mapped_column(SafeText, default="")
+    from_addr: Mapped[str] = mapped_column(SafeString(998), default="", index=True)
+    from_name: Mapped[str] = mapped_column(SafeText, default="")
+    from_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    to_addrs: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
+    cc_addrs: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
+    date: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    in_reply_to: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
+    references: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
+    text: Mapped[str] = mapped_column(SafeText, default="")
+    text_from_html: Mapped[bool] = mapped_column(Boolean, default=False)
+    defects: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
+    auto: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
+    is_automatic: Mapped[bool] = mapped_column(Boolean, default=False)
+    parser: Mapped[str] = mapped_column(String(32), default="")
+    ticket_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("tickets.id"), nullable=True, index=True
+    )
+
+    ticket: Mapped[Ticket | None] = relationship(back_populates="messages")
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="message", order_by="Delivery.id"
+    )
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="message", order_by="Attachment.id"
+    )
+
+
+class Delivery(Base):
+    """One arrival of a message (SMTP session, IMAP fetch, file ingest): never deduplicated."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_pk: Mapped[int] = mapped_column(Id, ForeignKey("messages.id"), index=True)
+    spool_id: Mapped[str] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(SafeString(255))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    envelope: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
+    duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    message: Mapped[Message] = relationship(back_populates="deliveries")
+
+
+class Attachment(Base):
+    """Metadata of an attachment; its bytes live in the blob store under their SHA-256."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_pk: Mapped[int] = mapped_column(Id, ForeignKey("messages.id"), index=True)
+    filename: Mapped[str] = mapped_column(SafeString(255))
+    content_type: Mapped[str] = mapped_column(SafeString(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    content_id: Mapped[str] = mapped_column(SafeString(998), default="")
+    disposition: Mapped[str] = mapped_column(String(32), default="")
+
+    message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+class Ticket(Base):
+    """One matter of one customer."""
+
+    __tablename__ = "tickets"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    ref: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)  # open | closed
+    subject: Mapped[str] = mapped_column(SafeText, default="")
+    customer: Mapped[str] = mapped_column(SafeString(998), index=True)
+    requester: Mapped[str] = mapped_column(SafeString(998), index=True)
+    channel: Mapped[str] = mapped_column(String(32))  # email | voicemail
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    assign_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    respond_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
+    events: Mapped[list[TicketEvent]] = relationship(
+        back_populates="ticket", order_by="TicketEvent.id"
+    )
+
+
+class TicketEvent(Base):
+    """Append-only audit log: created, message_added, stamped, … with their inputs."""
+
+    __tablename__ = "ticket_events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(Id, ForeignKey("tickets.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(64))
+    message_pk: Mapped[int | None] = mapped_column(Id, ForeignKey("messages.id"), nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_ticket_events_ticket_id_id", "ticket_id", "id"),)
+
+
+class Contact(Base):
+    """A person who wrote or called; ``customer`` groups the contacts of one customer."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(SafeString(998), unique=True)
+    name: Mapped[str] = mapped_column(SafeText, default="")
+    customer: Mapped[str] = mapped_column(SafeString(998), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

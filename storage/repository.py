@@ -1,0 +1,131 @@
+"""Queries the daemon needs, as small functions over a Session.
+
+Each lookup is backed by an index (sha, message_id, ref, spool id), so the
+cost of ingesting one message does not grow with the size of the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from storage.models import Contact, Delivery, Message, Ticket, TicketEvent
+
+OPEN = "open"
+
+
+def message_by_sha(session: Session, sha256: str) -> Message | None:
+    return session.scalar(select(Message).where(Message.raw_sha256 == sha256))
+
+
+def messages_by_message_id(session: Session, message_id: str) -> list[Message]:
+    return list(session.scalars(select(Message).where(Message.message_id == message_id)))
+
+
+def delivery_by_spool_id(session: Session, spool_id: str) -> Delivery | None:
+    return session.scalar(select(Delivery).where(Delivery.spool_id == spool_id))
+
+
+def open_tickets_for_message_ids(
+    session: Session, message_ids: Sequence[str]
+) -> list[tuple[str, Ticket]]:
+    """(message_id, ticket) for every open ticket holding a message with one of these ids."""
+    if not message_ids:
+        return []
+    rows = session.execute(
+        select(Message.message_id, Ticket)
+        .join(Ticket, Message.ticket_id == Ticket.id)
+        .where(Message.message_id.in_(list(message_ids)[:200]), Ticket.status == OPEN)
+    )
+    return [(mid, ticket) for mid, ticket in rows.tuples()]
+
+
+def open_tickets_by_refs(session: Session, refs: Sequence[str]) -> list[Ticket]:
+    if not refs:
+        return []
+    return list(
+        session.scalars(select(Ticket).where(Ticket.ref.in_(list(refs)), Ticket.status == OPEN))
+    )
+
+
+def add_event(
+    session: Session,
+    ticket: Ticket,
+    kind: str,
+    at: datetime,
+    *,
+    data: dict[str, Any] | None = None,
+    message: Message | None = None,
+) -> TicketEvent:
+    event = TicketEvent(
+        ticket=ticket,
+        kind=kind,
+        at=at,
+        data=data or {},
+        message_pk=message.id if message is not None else None,
+    )
+    session.add(event)
+    return event
+
+
+def contact_for(session: Session, address: str, name: str, customer: str, at: datetime) -> Contact:
+    """The contact for ``address``, created on first sight."""
+    contact = session.scalar(select(Contact).where(Contact.address == address))
+    if contact is None:
+        contact = Contact(address=address, name=name, customer=customer, created_at=at)
+        session.add(contact)
+        session.flush()
+    return contact
+
+
+def list_tickets(
+    session: Session, *, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[Ticket]:
+    query = select(Ticket).order_by(Ticket.id.desc()).limit(limit).offset(offset)
+    if status:
+        query = query.where(Ticket.status == status)
+    return list(session.scalars(query))
+
+
+def ticket(session: Session, key: str | int) -> Ticket | None:
+    """A ticket by numeric id or by ref (``B-42``), with messages and events loaded."""
+    query = select(Ticket).options(
+        selectinload(Ticket.messages).selectinload(Message.attachments),
+        selectinload(Ticket.messages).selectinload(Message.deliveries),
+        selectinload(Ticket.events),
+    )
+    text = str(key).strip()
+    if text.isdigit():
+        return session.scalar(query.where(Ticket.id == int(text)))
+    return session.scalar(query.where(Ticket.ref == text.upper()))
+
+
+def quarantined_messages(session: Session, limit: int = 1000) -> list[Message]:
+    return list(
+        session.scalars(
+            select(Message).where(Message.state == "quarantined").order_by(Message.id).limit(limit)
+        )
+    )
+
+
+def message(session: Session, pk: int) -> Message | None:
+    return session.get(Message, pk)
+
+
+def counts(session: Session) -> dict[str, int]:
+    """Row counts by message state and ticket status, for status output and tests."""
+    out: dict[str, int] = {}
+    for state, n in session.execute(
+        select(Message.state, func.count()).group_by(Message.state)
+    ).tuples():
+        out[f"messages.{state}"] = n
+    for status, n in session.execute(
+        select(Ticket.status, func.count()).group_by(Ticket.status)
+    ).tuples():
+        out[f"tickets.{status}"] = n
+    out["deliveries"] = session.scalar(select(func.count()).select_from(Delivery)) or 0
+    return out

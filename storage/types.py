@@ -1,0 +1,85 @@
+"""Column types that make SQLite and PostgreSQL accept and return the same values.
+
+PostgreSQL ``text`` rejects NUL bytes and lone surrogates that SQLite stores
+happily, and SQLite forgets time zones; these types remove both differences
+at the boundary so no caller has to remember them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Dialect, String, Text
+from sqlalchemy.types import TypeDecorator
+
+
+def clean_text(value: str) -> str:
+    """Return ``value`` without NUL and with lone surrogates replaced, so any backend stores it."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list | tuple):
+        return [_clean_json(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
+    return value
+
+
+class SafeText(TypeDecorator[str]):
+    """Unbounded text, sanitised on the way in."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clean_text(value)
+
+
+class SafeString(TypeDecorator[str]):
+    """Bounded text (``length`` characters), sanitised and truncated on the way in."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        value = clean_text(value)
+        length: int | None = getattr(self.impl, "length", None)
+        return value[:length] if length else value
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend; naive input is refused, not guessed."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; attach a time zone")
+        value = value.astimezone(UTC)
+        # SQLite stores the string; keep it naive-UTC so comparisons sort correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def clean_json(value: Any) -> Any:
+    """Sanitise every string inside a JSON-able value (keys included)."""
+    return _clean_json(value)
