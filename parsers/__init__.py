@@ -5,12 +5,21 @@ No I/O and no database here; ``parse_message`` never raises.
 
 from __future__ import annotations
 
+from parsers.message import generated_message_id, parse_message
 from parsers.model import (
     Address,
     Attachment,
     AutoSignals,
-    ParseLimits,
     ParsedMessage,
+    ParseLimits,
 )
 
-__all__ = ["Address", "Attachment", "AutoSignals", "ParseLimits", "ParsedMessage"]
+__all__ = [
+    "Address",
+    "Attachment",
+    "AutoSignals",
+    "ParseLimits",
+    "ParsedMessage",
+    "generated_message_id",
+    "parse_message",
+]
