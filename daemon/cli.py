@@ -64,18 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"buzon: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "run":
-        logmod.configure(cfg.log.level, cfg.log.format)
-        from daemon.app import serve
-
-        try:
-            return asyncio.run(serve(cfg))
-        except KeyboardInterrupt:  # a second Ctrl-C while stopping
-            return EXIT_FAILURE
-        except Exception as exc:  # noqa: BLE001 — one clear line for the admin, then exit 1
-            logmod.get_logger(component="daemon").error(
-                "daemon.failed", error=f"{type(exc).__name__}: {exc}"
-            )
-            return EXIT_FAILURE
+        return _run_daemon(cfg)
     logmod.configure("warning", cfg.log.format, stream=sys.stderr)
     if args.command == "check-config":
         print(f"# configuration OK: {cfg.source}")
@@ -96,10 +85,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except commands.UsageError as exc:
         print(f"buzon: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 — a message, not a traceback, for the admin
+    except Exception as exc:  # a message, not a traceback, for the admin
         print(f"buzon: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return result
+
+
+def _run_daemon(cfg: config_mod.Config) -> int:
+    logmod.configure(cfg.log.level, cfg.log.format)
+    from daemon.app import serve
+
+    try:
+        return asyncio.run(serve(cfg))
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return EXIT_FAILURE
+    except Exception as exc:  # one clear line for the admin, then exit 1
+        logmod.get_logger(component="daemon").error(
+            "daemon.failed", error=f"{type(exc).__name__}: {exc}"
+        )
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ def finalise(cfg: Config, base: Path) -> Config:
         smtp,
         domains=tuple(d.lower().strip() for d in smtp.domains),
         addresses=tuple(a.lower().strip() for a in smtp.addresses),
-        hostname=smtp.hostname or socket.getfqdn(),
+        hostname=smtp.hostname or socket.gethostname(),
     )
     cfg = replace(cfg, storage=storage, smtp=smtp)
     _validate(cfg)

@@ -216,9 +216,11 @@ class IngestRunner:
         self.log = get_logger(component="ingest")
 
     def start(self) -> None:
-        self._threads = [threading.Thread(target=self._dispatch, name="ingest-dispatch")]
+        self._threads = [
+            threading.Thread(target=self._dispatch, name="ingest-dispatch", daemon=True)
+        ]
         self._threads += [
-            threading.Thread(target=self._work, name=f"ingest-{i}")
+            threading.Thread(target=self._work, name=f"ingest-{i}", daemon=True)
             for i in range(self.cfg.parse_workers)
         ]
         for t in self._threads:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 from typing import Any
 
-from daemon.errors import ParseTimeoutError, WorkerCrashedError
+from daemon.errors import ParseTimeoutError, TransientError, WorkerCrashedError
 from parsers import ParsedMessage, ParseLimits
 
 ParseFn = Callable[[bytes, ParseLimits], ParsedMessage]
@@ -65,7 +65,17 @@ class ParserPool:
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._all: list[_Worker] = []
         self._lock = threading.Lock()
-        for _ in range(workers):
+        self._workers = workers
+        self._started = False
+        self._closing = False
+
+    def _start(self) -> None:
+        # Workers start on first use: one-shot commands that never parse pay nothing.
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        for _ in range(self._workers):
             self._add()
 
     def _add(self) -> None:
@@ -82,6 +92,7 @@ class ParserPool:
 
     def parse(self, raw: bytes) -> ParsedMessage:
         """Parse ``raw`` in a worker; raises ParseTimeoutError or WorkerCrashedError."""
+        self._start()
         worker = self._idle.get()
         try:
             worker.conn.send_bytes(raw)
@@ -93,6 +104,10 @@ class ParserPool:
                 )
             result: ParsedMessage = worker.conn.recv()
         except (EOFError, OSError, BrokenPipeError) as exc:
+            if self._closing:
+                # We killed it ourselves while stopping: not the message's fault.
+                raise TransientError("parser pool closed during shutdown") from exc
+            worker.proc.join(2)  # reap it, so the exit code names how it died
             code = worker.proc.exitcode
             self._replace(worker)
             raise WorkerCrashedError(
@@ -102,6 +117,7 @@ class ParserPool:
         return result
 
     def close(self) -> None:
+        self._closing = True
         with self._lock:
             workers = list(self._all)
             self._all.clear()

@@ -7,6 +7,7 @@ duplicate. The pipeline itself is data: an ordered tuple of step names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,18 +54,29 @@ class Work:
 Step = Callable[[Work], None]
 
 
-def _same_matter(existing: Message, parsed: ParsedMessage) -> bool:
-    """Same Message-ID is the same message only if it also has the same author and date.
+_EOL = re.compile(rb"\r\n|\r|\n")
 
-    Some mailers reuse one Message-ID for every mail; trusting the id alone
-    would silently drop a customer's message.
+
+def _body(raw: bytes) -> bytes:
+    """The bytes after the header block, with line endings normalised."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        _, found, body = raw.partition(sep)
+        if found:
+            return _EOL.sub(b"\n", body)
+    return b""
+
+
+def _same_message(existing: Message, work: Work) -> bool:
+    """Same Message-ID is the same message only if the sender and body are the same too.
+
+    Relays and IMAP servers add or rewrite headers but never the body; some
+    mailers reuse one Message-ID for every mail, and trusting the id alone would
+    silently drop a customer's message.
     """
-    sender = parsed.sender.addr_spec.lower() if parsed.sender else ""
-    return (
-        existing.from_addr == sender
-        and existing.subject == parsed.subject
-        and existing.date == parsed.date
-    )
+    p = work.parsed
+    assert p is not None
+    sender = p.sender.addr_spec.lower() if p.sender else ""
+    return existing.from_addr == sender and _body(existing.raw) == _body(work.raw)
 
 
 def dedupe(work: Work) -> None:
@@ -76,8 +88,8 @@ def dedupe(work: Work) -> None:
     reason = "same raw bytes"
     if existing is None and work.parsed is not None and not work.parsed.message_id_generated:
         for candidate in repo.messages_by_message_id(work.session, work.parsed.message_id):
-            if _same_matter(candidate, work.parsed):
-                existing, reason = candidate, "same Message-ID, sender, subject and date"
+            if _same_message(candidate, work):
+                existing, reason = candidate, "same Message-ID, sender and body"
                 break
     if existing is None:
         return
@@ -89,6 +101,8 @@ def dedupe(work: Work) -> None:
             received_at=work.received_at,
             envelope=work.envelope,
             duplicate=True,
+            raw_sha256=work.sha256,
+            raw=None if existing.raw_sha256 == work.sha256 else work.raw,
         )
     )
     work.message = existing
@@ -138,7 +152,9 @@ def _after_fill(work: Work, msg: Message) -> None:
         work.events.append(("message.quarantined", {"reason": msg.state_reason}))
         raise Done
     work.outcome = "stored"
-    work.events.append(("message.stored", {"size": msg.size}))
+    work.events.append(
+        ("message.stored", {"size": msg.size, "from": msg.from_addr, "subject": msg.subject[:200]})
+    )
 
 
 def store_message(work: Work) -> None:
@@ -160,6 +176,7 @@ def store_message(work: Work) -> None:
             source=work.source,
             received_at=work.received_at,
             envelope=work.envelope,
+            raw_sha256=work.sha256,
         )
     )
     work.session.flush()

@@ -110,6 +110,10 @@ class Delivery(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     envelope: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
     duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    raw_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # The bytes of this delivery when they differ from the message row's (a relay
+    # added headers, line endings were converted): nothing that arrived is dropped.
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     message: Mapped[Message] = relationship(back_populates="deliveries")
 

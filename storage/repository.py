@@ -41,7 +41,7 @@ def open_tickets_for_message_ids(
         .join(Ticket, Message.ticket_id == Ticket.id)
         .where(Message.message_id.in_(list(message_ids)[:200]), Ticket.status == OPEN)
     )
-    return [(mid, ticket) for mid, ticket in rows.tuples()]
+    return [(mid, ticket) for mid, ticket in rows]
 
 
 def open_tickets_by_refs(session: Session, refs: Sequence[str]) -> list[Ticket]:
@@ -119,13 +119,9 @@ def message(session: Session, pk: int) -> Message | None:
 def counts(session: Session) -> dict[str, int]:
     """Row counts by message state and ticket status, for status output and tests."""
     out: dict[str, int] = {}
-    for state, n in session.execute(
-        select(Message.state, func.count()).group_by(Message.state)
-    ).tuples():
+    for state, n in session.execute(select(Message.state, func.count()).group_by(Message.state)):
         out[f"messages.{state}"] = n
-    for status, n in session.execute(
-        select(Ticket.status, func.count()).group_by(Ticket.status)
-    ).tuples():
+    for status, n in session.execute(select(Ticket.status, func.count()).group_by(Ticket.status)):
         out[f"tickets.{status}"] = n
     out["deliveries"] = session.scalar(select(func.count()).select_from(Delivery)) or 0
     return out

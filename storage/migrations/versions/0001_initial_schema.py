@@ -152,6 +152,8 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("envelope", sa.JSON(), nullable=False),
         sa.Column("duplicate", sa.Boolean(), nullable=False),
+        sa.Column("raw_sha256", sa.String(length=64), nullable=False),
+        sa.Column("raw", sa.LargeBinary(), nullable=True),
         sa.ForeignKeyConstraint(
             ["message_pk"], ["messages.id"], name=op.f("fk_deliveries_message_pk_messages")
         ),
@@ -160,6 +162,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_deliveries_message_pk"), ["message_pk"], unique=False)
+        batch_op.create_index(batch_op.f("ix_deliveries_raw_sha256"), ["raw_sha256"], unique=False)
 
     op.create_table(
         "ticket_events",
@@ -197,6 +200,7 @@ def downgrade() -> None:
 
     op.drop_table("ticket_events")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_deliveries_raw_sha256"))
         batch_op.drop_index(batch_op.f("ix_deliveries_message_pk"))
 
     op.drop_table("deliveries")
