@@ -1,0 +1,108 @@
+"""Configuration errors name the key and the fix; the CLI exits 2 on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from daemon import config as config_mod
+from daemon.errors import ConfigError
+from support.daemon import run_cli
+
+
+def parse(text: str, base: Path) -> config_mod.Config:
+    return config_mod.parse(text, base=base, source="test.toml")
+
+
+def test_embedded_default_runs_under_buzon_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no config at all: SQLite and spool under ./buzon-data, SMTP on 127.0.0.1:2525."""
+    monkeypatch.chdir(tmp_path)
+    cfg = config_mod.load(None, environ={})
+    assert cfg.storage.database == f"sqlite:///{tmp_path}/buzon-data/buzon.db"
+    assert cfg.storage.spool == f"{tmp_path}/buzon-data/spool"
+    assert cfg.smtp.listen == "127.0.0.1:2525" and cfg.smtp.domains == ("example.com",)
+    assert cfg.smtp.max_message_size == 35 * 1024 * 1024
+
+
+def test_buzon_config_env_is_used(tmp_path: Path) -> None:
+    """BUZON_CONFIG names the file when --config is absent."""
+    path = tmp_path / "b.toml"
+    path.write_text('[smtp]\nlisten = "127.0.0.1:2600"\n')
+    cfg = config_mod.load(None, environ={"BUZON_CONFIG": str(path)})
+    assert cfg.smtp.port == 2600 and cfg.source == str(path)
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    """A relative spool path means relative to the config file, not to the working directory."""
+    cfg = parse('[storage]\nspool = "q"\ndatabase = "sqlite:///d/b.db"\n', tmp_path)
+    assert cfg.storage.spool == str(tmp_path / "q")
+    assert cfg.storage.database == f"sqlite:///{tmp_path}/d/b.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[smtp]\nlisten_on = "x"\n', "[smtp] listen_on: unknown key; did you mean 'listen'?"),
+        ("[smpt]\n", "[smpt]: unknown section; did you mean 'smtp'?"),
+        ('[smtp]\nmax_message_size = "big"\n', "[smtp] max_message_size: expected an integer"),
+        ('[smtp]\ndomains = "example.com"\n', "[smtp] domains: expected a list of strings"),
+        ('[smtp]\nlisten = "2525"\n', '[smtp] listen = "2525": expected "host:port"'),
+        ("[smtp]\ndomains = []\n", "would refuse every recipient"),
+        ('[storage]\ndatabase = "mysql://x"\n', "use a sqlite:///path or postgresql"),
+        ('[log]\nlevel = "loud"\n', '[log] level: use one of "debug"'),
+        ("[smtp\n", "not valid TOML"),
+    ],
+)
+def test_invalid_config_names_key_and_fix(tmp_path: Path, text: str, expected: str) -> None:
+    """Each kind of mistake produces a message naming the key and what to write instead."""
+    with pytest.raises(ConfigError) as err:
+        parse(text, tmp_path)
+    assert expected in str(err.value)
+
+
+def test_unwritable_spool_path_is_refused(tmp_path: Path) -> None:
+    """A spool under a regular file cannot be created: refused at start, not at first mail."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"\[storage\] spool: .* is not a directory"):
+        parse('[storage]\nspool = "file/spool"\n', tmp_path)
+
+
+def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
+    """`buzon check-config` on a bad file exits 2 and prints the error on stderr."""
+    path = tmp_path / "bad.toml"
+    path.write_text("[smtp]\nport = 25\n")
+    result = run_cli("--config", str(path), "check-config", check=False)
+    assert result.returncode == 2
+    assert "[smtp] port: unknown key" in result.stderr
+
+
+def test_cli_missing_file_exits_2(tmp_path: Path) -> None:
+    """A --config path that does not exist is a usage error with a hint."""
+    result = run_cli("--config", str(tmp_path / "nope.toml"), "check-config", check=False)
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_check_config_prints_effective_config_with_secrets_masked(tmp_path: Path) -> None:
+    """check-config shows every effective value, but never a database password."""
+    path = tmp_path / "c.toml"
+    path.write_text('[storage]\ndatabase = "postgresql://buzon:s3cret@db.local/buzon"\n')
+    result = run_cli("--config", str(path), "check-config")
+    assert "s3cret" not in result.stdout
+    body = json.loads(result.stdout.split("\n", 1)[1])
+    assert body["storage"]["database"] == "postgresql://buzon:********@db.local/buzon"
+    assert body["smtp"]["max_message_size"] == 35 * 1024 * 1024
+
+
+def test_sample_config_is_valid_and_documents_every_key(tmp_path: Path) -> None:
+    """buzon.example.toml parses, and names every key the code knows."""
+    sample = Path(__file__).resolve().parents[2] / "buzon.example.toml"
+    text = sample.read_text()
+    parse(text.replace('"/var/lib/buzon', f'"{tmp_path}'), tmp_path)
+    for section, cls in config_mod.SECTIONS.items():
+        assert f"[{section}]" in text
+        for name in cls.__dataclass_fields__:
+            assert f"{name} =" in text, f"[{section}] {name} is not documented in the sample"

@@ -1,0 +1,238 @@
+"""What the client was told is what happened: crashes, hang-ups and stops lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import smtplib
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support.daemon import Daemon, wait_until
+from support.mail import message
+
+NONCE = re.compile(rb"X-Nonce: ([0-9a-f]{32})")
+
+
+def db_path(d: Daemon) -> Path:
+    return d.config.parent / "buzon.db"
+
+
+def spool_empty(d: Daemon) -> bool:
+    root = d.config.parent / "spool"
+    return not any(n.endswith(".eml") for sub in ("new", "cur") for n in os.listdir(root / sub))
+
+
+def stored_nonces(d: Daemon) -> dict[str, int]:
+    """How many message rows hold each nonce (read straight from the SQLite file)."""
+    counts: dict[str, int] = defaultdict(int)
+    with sqlite3.connect(db_path(d)) as conn:
+        for (raw,) in conn.execute("SELECT raw FROM messages"):
+            for nonce in NONCE.findall(raw):
+                counts[nonce.decode()] += 1
+    return counts
+
+
+def integrity_ok(d: Daemon) -> bool:
+    with sqlite3.connect(db_path(d)) as conn:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def send_with_oracle(
+    port_of: Callable[[], int], nonce: str, oracle: dict[str, list[str]], deadline: float
+) -> None:
+    """Send one message, retrying on 4xx or a broken connection like a real MTA would."""
+    raw = message(f"carga {nonce[:8]}", nonce=nonce)
+    while time.monotonic() < deadline:
+        try:
+            with smtplib.SMTP("127.0.0.1", port_of(), timeout=10) as smtp:
+                smtp.ehlo()
+                smtp.mail("ana@cliente.es")
+                smtp.rcpt("support@example.com")
+                code, _ = smtp.data(raw)
+            oracle[nonce].append(str(code))
+            if code == 250:
+                return
+        except (OSError, smtplib.SMTPException) as exc:
+            oracle[nonce].append(type(exc).__name__)
+        time.sleep(0.05)
+
+
+def test_dur01_kill9_during_load_loses_nothing(daemon_factory: Callable[..., Daemon]) -> None:
+    """DUR-01 (bounded): kill -9 the daemon 5 times while 8 clients send 400 messages;
+    every nonce that got 250 is stored exactly once, nothing else is stored twice."""
+    d = daemon_factory("dur01")
+    nonces = [uuid.uuid4().hex for _ in range(400)]
+    oracle: dict[str, list[str]] = defaultdict(list)
+    deadline = time.monotonic() + 240
+    work = list(nonces)
+    lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                if not work:
+                    return
+                nonce = work.pop()
+            send_with_oracle(lambda: d.port, nonce, oracle, deadline)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    rng = random.Random(1)
+    for _ in range(5):
+        time.sleep(rng.uniform(0.3, 1.2))
+        d.kill()
+        d.start()
+    for t in threads:
+        t.join()
+    wait_until(lambda: spool_empty(d), 120, interval=0.2, what="spool to drain")
+    assert d.stop() == 0
+
+    accepted = [n for n in nonces if "250" in oracle[n]]
+    assert len(accepted) == len(nonces), "every client eventually got its 250"
+    stored = stored_nonces(d)
+    assert {n: stored.get(n, 0) for n in accepted} == dict.fromkeys(accepted, 1)
+    assert all(v == 1 for v in stored.values())
+    assert integrity_ok(d)
+    assert not os.listdir(d.config.parent / "spool" / "tmp")
+
+
+def test_dur05_hang_up_after_final_dot_then_resend_is_one_message(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """DUR-05: a client that sends '.' and hangs up without the reply, then resends the
+    same bytes 3 times, produces one message (with every delivery recorded)."""
+    d = daemon_factory("dur05")
+    raw = message("colgado", nonce=uuid.uuid4().hex)
+    for _ in range(4):
+        with (
+            socket.create_connection(("127.0.0.1", d.port), timeout=10) as sock,
+            sock.makefile("rb") as f,
+        ):
+            f.readline()
+            for cmd in (
+                b"EHLO t\r\n",
+                b"MAIL FROM:<ana@cliente.es>\r\n",
+                b"RCPT TO:<support@example.com>\r\n",
+                b"DATA\r\n",
+            ):
+                sock.sendall(cmd)
+                while f.readline()[3:4] == b"-":
+                    pass
+            sock.sendall(raw + b".\r\n")  # and go away without reading the reply
+    wait_until(
+        lambda: d.count("message.duplicate") + d.count("message.stored") >= 4,
+        30,
+        what="four deliveries processed",
+    )
+    assert d.count("message.stored") == 1 and d.count("message.duplicate") == 3
+    assert list(stored_nonces(d).values()) == [1]
+    with sqlite3.connect(db_path(d)) as conn:
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 4
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
+def test_dur03_fsyncs_happen_before_the_250(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """DUR-03: the spool data flush and the fsync of spool/new complete before 250 is sent."""
+    d = daemon_factory("dur03")
+    assert d.proc is not None
+    trace = tmp_path / "trace.txt"
+    st = subprocess.Popen(
+        [
+            "strace",
+            "-f",
+            "-tt",
+            "-s",
+            "80",
+            "-o",
+            str(trace),
+            "-e",
+            "trace=openat,fsync,fdatasync,syncfs,rename,sendto,write",
+            "-p",
+            str(d.proc.pid),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # strace attaches to every thread
+    with smtplib.SMTP("127.0.0.1", d.port) as smtp:
+        smtp.sendmail("ana@cliente.es", ["support@example.com"], message("traza"))
+    time.sleep(0.5)
+    st.terminate()
+    st.wait(10)
+    lines = trace.read_text().splitlines()
+
+    def first(pred: Callable[[str], bool], after: int = 0) -> int:
+        for i in range(after, len(lines)):
+            if pred(lines[i]):
+                return i
+        raise AssertionError("not found in strace output:\n" + "\n".join(lines[-60:]))
+
+    new_dir = str(d.config.parent / "spool" / "new")
+    flush = first(lambda ln: ("syncfs(" in ln or "fsync(" in ln) and "unfinished" not in ln)
+    rename_eml = first(lambda ln: "rename(" in ln and ".eml" in ln and "/new/" in ln)
+    open_dir = first(lambda ln: "openat(" in ln and f'"{new_dir}"' in ln, rename_eml)
+    fd = lines[open_dir].rsplit("=", 1)[1].strip()
+    dir_sync_done = first(
+        lambda ln: (f"fsync({fd})" in ln and "unfinished" not in ln) or ("fsync resumed" in ln),
+        open_dir,
+    )
+    reply = first(lambda ln: "250 2.0.0" in ln and ("sendto(" in ln or "write(" in ln))
+    assert flush < rename_eml < open_dir < dir_sync_done < reply
+
+
+def test_sigterm_stops_cleanly_within_10s(daemon_factory: Callable[..., Daemon]) -> None:
+    """SIGTERM with an idle client connected: the client gets 421, the daemon exits 0
+    within 10 s, and mail accepted before the signal is not lost."""
+    d = daemon_factory("term")
+    with smtplib.SMTP("127.0.0.1", d.port) as smtp:
+        smtp.sendmail("ana@cliente.es", ["support@example.com"], message("antes"))
+    idle = socket.create_connection(("127.0.0.1", d.port), timeout=15)
+    f = idle.makefile("rb")
+    f.readline()
+    idle.sendall(b"EHLO t\r\n")
+    while f.readline()[3:4] == b"-":
+        pass
+    started = time.monotonic()
+    assert d.stop(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    assert f.readline().startswith(b"421")
+    f.close()
+    idle.close()
+    d.start()
+    wait_until(lambda: spool_empty(d), 30, what="spool to drain after restart")
+    assert len(stored_nonces(d)) == 0  # no nonce used; count rows instead
+    with sqlite3.connect(db_path(d)) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+
+
+def test_sec05_control_characters_never_break_a_log_line(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """SEC-05: subjects with CR, LF, ESC and encoded newlines stay inside one JSON log line."""
+    d = daemon_factory("sec05")
+    subjects = ['=?utf-8?q?Hola=0D=0A{"event":"forged"}?=', "a\x1b[2Jb", "x\x00y\x7fz"]
+    for subject in subjects:
+        raw = (f"From: ana@cliente.es\r\nSubject: {subject}\r\n\r\nhola\r\n").encode()
+        with smtplib.SMTP("127.0.0.1", d.port) as smtp:
+            smtp.sendmail("ana@cliente.es", ["support@example.com"], raw)
+    wait_until(lambda: d.count("message.stored") >= 3, 30, what="three messages stored")
+    d.stop()
+    for line in d.raw_lines:
+        event = json.loads(line)
+        assert event.get("event") != "forged"
+        assert "\x1b" not in line.decode() and "\r" not in line.decode()

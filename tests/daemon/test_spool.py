@@ -1,0 +1,138 @@
+"""The spool keeps every acknowledged message through crashes, and never a half-written one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import SpoolFullError
+from daemon.spool import Spool
+
+
+def test_put_makes_entry_visible_with_sidecar(tmp_path: Path) -> None:
+    """A put leaves exactly one .eml and one .json in new/, with the bytes unchanged."""
+    spool = Spool(tmp_path)
+    entry = spool.put(b"Subject: x\r\n\r\nbody\r\n", {"source": "smtp"})
+    assert spool.pending() == [entry.id]
+    assert (tmp_path / "new" / f"{entry.id}.eml").read_bytes() == b"Subject: x\r\n\r\nbody\r\n"
+    meta = json.loads((tmp_path / "new" / f"{entry.id}.json").read_text())
+    assert meta["source"] == "smtp" and meta["size"] == 20 and len(meta["sha256"]) == 64
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_put_many_keeps_order_and_notifies(tmp_path: Path) -> None:
+    """A batch becomes durable together, in order, and wakes listeners once."""
+    spool = Spool(tmp_path)
+    calls: list[int] = []
+    spool.on_new(lambda: calls.append(1))
+    results = spool.put_many([(f"m{i}".encode(), {}) for i in range(10)])
+    assert [r.read() for r in results if not isinstance(r, BaseException)] == [
+        f"m{i}".encode() for i in range(10)
+    ]
+    assert len(calls) == 1
+
+
+def test_claim_is_exclusive(tmp_path: Path) -> None:
+    """Only one claimer wins an entry; the loser gets None."""
+    spool = Spool(tmp_path)
+    entry = spool.put(b"x", {})
+    assert spool.claim(entry.id) is not None
+    assert spool.claim(entry.id) is None
+
+
+def test_recover_counts_a_crash_and_requeues(tmp_path: Path) -> None:
+    """An entry found in cur/ at start goes back to new/ with one attempt counted."""
+    spool = Spool(tmp_path)
+    entry = spool.put(b"x", {})
+    spool.claim(entry.id)
+    report = Spool(tmp_path).recover()
+    assert report.recovered == (entry.id,)
+    again = spool.claim(entry.id)
+    assert again is not None and again.attempts == 1
+    assert "stopped while processing" in again.meta["last_error"]
+
+
+def test_third_crash_moves_entry_to_bad_with_raw_bytes(tmp_path: Path) -> None:
+    """A poison entry that crashed the worker max_attempts times is quarantined, not lost."""
+    spool = Spool(tmp_path, max_attempts=3)
+    entry = spool.put(b"poison", {})
+    for _ in range(3):
+        assert spool.claim(entry.id) is not None
+        report = spool.recover()
+    assert report.quarantined == (entry.id,)
+    assert spool.pending() == []
+    bad = list(spool.quarantined())
+    assert [b.read() for b in bad] == [b"poison"]
+    assert "failed 3 times" in bad[0].meta["quarantine_reason"]
+    assert spool.retry(entry.id)
+    assert spool.pending() == [entry.id]
+
+
+def test_recover_removes_tmp_and_orphan_sidecars(tmp_path: Path) -> None:
+    """Half-written files were never acknowledged, so start-up removes them."""
+    spool = Spool(tmp_path)
+    (tmp_path / "tmp" / "half.eml").write_bytes(b"partial")
+    (tmp_path / "new" / "orphan.json").write_text("{}")
+    report = spool.recover()
+    assert report.removed_tmp == 1 and report.removed_orphans == 1
+    assert os.listdir(tmp_path / "tmp") == [] and os.listdir(tmp_path / "new") == []
+
+
+def test_eml_without_sidecar_is_kept(tmp_path: Path) -> None:
+    """A lost sidecar never costs the message: a minimal one is recreated."""
+    spool = Spool(tmp_path)
+    entry = spool.put(b"keep me", {})
+    (tmp_path / "new" / f"{entry.id}.json").unlink()
+    got = spool.get(entry.id)
+    assert got is not None and got.read() == b"keep me" and got.meta["sidecar_lost"]
+
+
+def test_release_without_counting_keeps_attempts(tmp_path: Path) -> None:
+    """A transient failure puts the entry back without spending one of its attempts."""
+    spool = Spool(tmp_path)
+    entry = spool.put(b"x", {})
+    claimed = spool.claim(entry.id)
+    assert claimed is not None
+    assert spool.release(claimed, count_attempt=False)
+    again = spool.claim(entry.id)
+    assert again is not None and again.attempts == 0
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail("DUR-09 needs to mount a tmpfs (root) in CI")
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_dur09_full_disk_refuses_and_leaves_no_partial_file(tiny_tmpfs: Path) -> None:
+    """DUR-09: on a full filesystem a put fails cleanly and leaves no truncated entry."""
+    spool = Spool(tiny_tmpfs / "spool")
+    assert spool.has_room_for(100_000)
+    assert not spool.has_room_for(1_000_000)  # 1.5 x 1 MB exceeds the 1 MiB tmpfs
+    stored = 0
+    with pytest.raises(SpoolFullError):
+        for _ in range(100):
+            spool.put(os.urandom(100_000), {})
+            stored += 1
+    assert stored >= 5
+    for d in ("tmp", "new"):
+        for name in os.listdir(tiny_tmpfs / "spool" / d):
+            assert d == "new", f"leftover {name} in {d}/"
+    for entry_id in spool.pending():
+        entry = spool.get(entry_id)
+        assert entry is not None and len(entry.read()) == 100_000

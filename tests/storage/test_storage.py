@@ -1,0 +1,119 @@
+"""Storage behaves the same on SQLite and PostgreSQL, and the migration matches the models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+
+from storage.engine import Database, current_revision, head_revision
+from storage.models import Base, Message
+from storage.types import clean_text
+
+HOSTILE = "a\x00b \ud800 c\x1b[31m ñ 文字 \U0001f600"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'b.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    database = Database(url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def _message(sha: str, **kw: object) -> Message:
+    now = datetime.now(UTC)
+    return Message(
+        message_id=kw.pop("message_id", "m@x"),
+        raw_sha256=sha,
+        raw=kw.pop("raw", b"raw"),
+        size=3,
+        state="done",
+        source="smtp",
+        received_at=now,
+        stored_at=now,
+        **kw,
+    )
+
+
+def test_migration_matches_models(db: Database) -> None:
+    """The Alembic head creates exactly the schema the models describe (no drift)."""
+    assert current_revision(db.engine) == head_revision()
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_upgrade_is_idempotent(db: Database) -> None:
+    """Running the migration again on a current database changes nothing."""
+    db.upgrade()
+    assert current_revision(db.engine) == head_revision()
+
+
+def test_hostile_text_is_stored_on_every_backend(db: Database) -> None:
+    """PARSE-06: NUL bytes and lone surrogates never make PostgreSQL refuse a message."""
+    raw = b"\x00\xff\xfe binary \r\n kept exactly"
+    with db.transaction() as s:
+        s.add(
+            _message(
+                "a" * 64,
+                raw=raw,
+                subject=HOSTILE,
+                text=HOSTILE,
+                defects=[HOSTILE],
+                auto={"k\x00": HOSTILE},
+            )
+        )
+    with db.transaction() as s:
+        m = s.scalar(select(Message))
+        assert m is not None
+        assert m.raw == raw
+        assert m.subject == clean_text(HOSTILE) and "\x00" not in m.subject
+        assert m.defects == [clean_text(HOSTILE)]
+        assert m.auto == {"k": clean_text(HOSTILE)}
+
+
+def test_datetimes_come_back_aware_utc(db: Database) -> None:
+    """Times are stored in UTC and read back with their offset on both backends."""
+    madrid = timezone(timedelta(hours=1))
+    when = datetime(2026, 12, 24, 16, 30, tzinfo=madrid)
+    with db.transaction() as s:
+        s.add(_message("b" * 64, date=when))
+    with db.transaction() as s:
+        m = s.scalar(select(Message))
+        assert m is not None and m.date == when and m.date.tzinfo == UTC
+
+
+def test_naive_datetime_is_refused(db: Database) -> None:
+    """A naive datetime is a bug in the caller; storage refuses to guess its zone."""
+    with pytest.raises(Exception, match="naive datetime"), db.transaction() as s:
+        s.add(_message("c" * 64, date=datetime(2026, 1, 1)))
+
+
+def test_same_raw_bytes_cannot_be_stored_twice(db: Database) -> None:
+    """The raw SHA-256 is unique: a race between two workers cannot create two rows."""
+    with db.transaction() as s:
+        s.add(_message("d" * 64))
+    with pytest.raises(IntegrityError), db.transaction() as s:
+        s.add(_message("d" * 64))
+
+
+def test_sqlite_runs_wal_with_full_sync(tmp_path: Path) -> None:
+    """A SQLite commit is an acknowledgement: WAL journal, synchronous=FULL, busy timeout."""
+    database = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    with database.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    database.dispose()

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: real daemons, real databases, SMTP clients."""

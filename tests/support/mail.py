@@ -1,0 +1,52 @@
+"""Build short test messages and send them over real SMTP."""
+
+from __future__ import annotations
+
+import smtplib
+import uuid
+
+
+def message(
+    subject: str = "Mi web no carga",
+    *,
+    sender: str = "ana@cliente.es",
+    body: str = "Hola,\nla web no carga desde ayer.\n",
+    message_id: str | None = None,
+    headers: str = "",
+    nonce: str | None = None,
+) -> bytes:
+    mid = message_id or f"<{uuid.uuid4().hex}@cliente.es>"
+    extra = f"X-Nonce: {nonce}\r\n" if nonce else ""
+    text = (
+        f"From: Ana <{sender}>\r\nTo: support@example.com\r\nSubject: {subject}\r\n"
+        f"Message-ID: {mid}\r\nDate: Fri, 20 Nov 2026 10:00:00 +0100\r\n{extra}{headers}"
+        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        + body.replace("\n", "\r\n")
+    )
+    return text.encode("utf-8")
+
+
+def send(
+    port: int,
+    raw: bytes,
+    *,
+    sender: str = "ana@cliente.es",
+    rcpts: tuple[str, ...] = ("support@example.com",),
+) -> dict[str, tuple[int, bytes]]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        return smtp.sendmail(sender, list(rcpts), raw)
+
+
+def data_reply(
+    port: int, raw: bytes, *, sender: str = "ana@cliente.es", rcpt: str = "support@example.com"
+) -> tuple[int, bytes]:
+    """Send one message and return the reply to the end of DATA (no exception on 4xx/5xx)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.ehlo()
+        code, msg = smtp.mail(sender)
+        if code != 250:
+            return code, msg
+        code, msg = smtp.rcpt(rcpt)
+        if code not in (250, 251):
+            return code, msg
+        return smtp.data(raw)

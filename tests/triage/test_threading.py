@@ -1,0 +1,73 @@
+"""Threading joins a ticket only for its requester, by the strongest rule, and says why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from triage.refs import ref_for, refs_in_subject, tag_for
+from triage.sla import initial_stamps
+from triage.threading import Candidate, ThreadKeys, decide
+
+ANA = ThreadKeys("ana@cliente.es", True)
+
+
+def test_subject_tags_are_found_and_normalised() -> None:
+    """Tags are found anywhere in a subject, case-insensitively, once each."""
+    assert refs_in_subject("Re: [#B-1042] web caída [#b-7] [#B-1042]") == ("B-1042", "B-7")
+    assert refs_in_subject("B-1042 without brackets, [B-1] without hash") == ()
+    assert tag_for(ref_for(42)) == "[#B-42]"
+
+
+def test_in_reply_to_beats_references_and_subject_tag() -> None:
+    """When rules disagree, In-Reply-To wins over References, which wins over the tag."""
+    cands = [
+        Candidate(3, "B-3", "ana@cliente.es", "subject-tag"),
+        Candidate(2, "B-2", "ana@cliente.es", "references"),
+        Candidate(1, "B-1", "ana@cliente.es", "in-reply-to"),
+    ]
+    decision = decide(ANA, cands)
+    assert (decision.ticket_id, decision.rule) == (1, "in-reply-to")
+
+
+@pytest.mark.parametrize("rule", ["in-reply-to", "references", "subject-tag"])
+def test_each_rule_joins_for_the_requester(rule: str) -> None:
+    """Every rule on its own joins the requester's ticket."""
+    decision = decide(ANA, [Candidate(9, "B-9", "ana@cliente.es", rule)])
+    assert decision.ticket_id == 9 and decision.reason == "joined B-9"
+
+
+def test_other_sender_quoting_a_ticket_opens_own_ticket_with_reason() -> None:
+    """SEC-04: a stranger quoting a ticket's number does not get into it; the reason is kept."""
+    decision = decide(
+        ThreadKeys("mallory@evil.example", True),
+        [Candidate(9, "B-9", "ana@cliente.es", "subject-tag")],
+    )
+    assert decision.ticket_id is None
+    assert "mallory@evil.example is not the requester" in decision.reason
+
+
+def test_unverified_sender_never_threads() -> None:
+    """SEC-02: an ambiguous From never joins a ticket, even the one it claims to be."""
+    decision = decide(
+        ThreadKeys("ana@cliente.es", False), [Candidate(9, "B-9", "ana@cliente.es", "in-reply-to")]
+    )
+    assert decision.ticket_id is None and "unverified" in decision.reason
+
+
+def test_requester_comparison_ignores_case() -> None:
+    """Ana@Cliente.ES and ana@cliente.es are the same requester."""
+    decision = decide(ANA, [Candidate(9, "B-9", "Ana@Cliente.ES", "references")])
+    assert decision.ticket_id == 9
+
+
+def test_initial_stamps_follow_seed_000() -> None:
+    """assign_by = received + 1 h; respond_by = assign_by + 1 h, recorded with the rule."""
+    received = datetime(2026, 11, 20, 10, 0, tzinfo=timezone(timedelta(hours=1)))
+    stamps = initial_stamps(received)
+    assert stamps.assign_by == datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    assert stamps.respond_by == datetime(2026, 11, 20, 11, 0, tzinfo=UTC)
+    assert "assign_by = received + 1h" in stamps.explain()["rule"]
+    with pytest.raises(ValueError, match="timezone-aware"):
+        initial_stamps(datetime(2026, 1, 1))
