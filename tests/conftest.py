@@ -69,6 +69,8 @@ def parts(config_factory: Callable[..., config_mod.Config]) -> Iterator[Parts]:
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     if not CORPUS.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"the shared corpus must be beside the checkout in CI: {CORPUS}")
         pytest.skip(f"shared corpus not found at {CORPUS}")
     return CORPUS
 
