@@ -152,10 +152,10 @@ def _mailbox(toks: list[Tok]) -> Address:
         comments = [t.value for t in toks if t.kind == "comment"]
         display = clean_line(decode_words(comments[0])[0], 256) if comments else ""
         addr = _addr_spec(toks, problems)
-    for found in _ADDRESS_LIKE.findall(display):
-        if found.strip(".").lower() != addr.lower():
-            problems.append("display name contains a different address")
-            break
+    # Comments are shown by some clients too, so they are checked with the name.
+    shown = " ".join([display, *(decode_words(t.value)[0] for t in toks if t.kind == "comment")])
+    if any(found.strip(".").lower() != addr.lower() for found in _ADDRESS_LIKE.findall(shown)):
+        problems.append("display name contains a different address")
     unique = list(dict.fromkeys(problems))
     return Address(addr, display, not unique, "; ".join(unique)[:300])
 

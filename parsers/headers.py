@@ -24,7 +24,7 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _ID = re.compile(r"<([^<>]*)>")
 _ID_JUNK = re.compile("[\\s\x00-\x1f\x7f-\x9f\ud800-\udfff<>]")
 # Zones ``email.utils.parsedate_tz`` knows; it reports a missing or unknown one as +0000.
-_KNOWN_ZONE = re.compile(r"(?:^|\s)(?:[+-][0-9]{4}|UTC?|GMT|Z|[ECMPA][SD]T)(?:\s|$)", re.I)
+_KNOWN_ZONE = re.compile(r"(?:^|[\s0-9])(?:[+-][0-9]{3,4}|UTC?|GMT|Z|[ECMPA][SD]T)(?:\s|$)", re.I)
 _COMMENT = re.compile(r"\([^()]*\)")
 
 

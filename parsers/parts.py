@@ -12,18 +12,16 @@ does not descend into forwarded messages.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import quopri
 import re
 from dataclasses import dataclass, field
 from email.message import Message
 
 from parsers.htmltext import html_to_text
+from parsers.rfc2047 import b64decode_lenient
 from parsers.text import clean_text, decode_bytes
 
 _UU = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 
 
 @dataclass
@@ -39,6 +37,14 @@ class Sorted:
 
 def _is_attachment_container(part: Message) -> bool:
     return part.get_content_disposition() == "attachment"
+
+
+def _named(part: Message) -> bool:
+    """Whether the part declares a file name; unreadable parameters count as one."""
+    try:
+        return bool(part.get_filename())
+    except Exception:  # hostile RFC 2231 parameters
+        return True
 
 
 def sort_parts(root: Message, max_parts: int) -> Sorted:
@@ -65,8 +71,7 @@ def sort_parts(root: Message, max_parts: int) -> Sorted:
             children = [child for child in reversed(payload) if isinstance(child, Message)]
             stack.extend((child, inside) for child in children)
             continue
-        named = bool(part.get_filename())
-        if in_attachment or named or part.get_content_disposition() == "attachment":
+        if in_attachment or _named(part) or part.get_content_disposition() == "attachment":
             out.attachments.append((part, None))
         elif ctype == "text/html":
             if out.html is None:
@@ -94,16 +99,6 @@ def all_defects(root: Message, max_parts: int) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _b64(data: bytes) -> bytes:
-    data = _NOT_BASE64.sub(b"", data)
-    if len(data) % 4 == 1:
-        data = data[:-1]
-    try:
-        return base64.b64decode(data + b"=" * (-len(data) % 4))
-    except binascii.Error:
-        return b""
-
-
 def transfer_encoding(part: Message) -> str:
     """The Content-Transfer-Encoding, lower-cased, comments and spaces removed."""
     declared = str(part.get("content-transfer-encoding", ""))
@@ -113,7 +108,7 @@ def transfer_encoding(part: Message) -> str:
 def decode_transfer(data: bytes, cte: str) -> bytes:
     """Undo base64 (bad padding and junk tolerated) or quoted-printable."""
     if cte == "base64":
-        return _b64(data)
+        return b64decode_lenient(data)
     if cte == "quoted-printable":
         return quopri.decodestring(data)
     return data

@@ -24,9 +24,9 @@ _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 
 
-def _b_decode(text: str) -> bytes:
-    """Decode "B" encoding, ignoring junk characters and repairing padding."""
-    data = _NOT_BASE64.sub(b"", text.encode("ascii", "ignore"))
+def b64decode_lenient(data: bytes) -> bytes:
+    """Decode base64, ignoring junk characters and repairing missing padding."""
+    data = _NOT_BASE64.sub(b"", data)
     if len(data) % 4 == 1:
         data = data[:-1]
     data += b"=" * (-len(data) % 4)
@@ -74,7 +74,12 @@ def decode_words(value: str) -> tuple[str, list[str]]:
             if not adjacent:
                 out.append(between)
         encoding = match.group(2).lower()
-        raw = _b_decode(match.group(3)) if encoding == "b" else _q_decode(match.group(3))
+        text = match.group(3)
+        raw = (
+            b64decode_lenient(text.encode("ascii", "ignore"))
+            if encoding == "b"
+            else _q_decode(text)
+        )
         pending += raw
         pending_charset = charset
         pos = match.end()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from email.message import Message
+from itertools import islice
 
 MAX_MIME_FIELD_BYTES = 4096
 MAX_MIME_PARAMS = 32
@@ -30,7 +31,12 @@ _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")  # feedparser.
 _HEADER_END = re.compile(EOL + rb"(?!From |[\x21-\x39\x3b-\x7e]*:|[\t ])")
 _LINE_END = re.compile(EOL)
 NEXT_FIELD = re.compile(EOL + rb"(?![\t ])")
-_MIME_FIELD = re.compile(rb"(?<![^\r\n])(content-type|content-disposition):", re.I)
+_MIME_FIELD = re.compile(
+    rb"(?<![^\r\n])(content-type|content-disposition|content-transfer-encoding|content-id):",
+    re.I,
+)
+_PARAM_FIELDS = frozenset({b"content-type", b"content-disposition"})
+_MAX_PART_FIELDS = 100
 _BLANK_LINE = re.compile(EOL + rb"(?=[\r\n])")
 
 
@@ -136,7 +142,8 @@ class Scanner:
         """
         limit = min(len(self.buf), start + _HEADER_WINDOW)
         headers_end, body = header_block(self.buf, start, limit)
-        if headers_end == limit < len(self.buf):
+        # The end is only certain when the line after it is wholly inside the window.
+        if limit < len(self.buf) and _LINE_END.search(self.buf, headers_end, limit) is None:
             nxt = self._next_delimiter(start)
             return header_block(self.buf, start, nxt.start() if nxt else len(self.buf))
         inside = self._next_delimiter(start, headers_end)
@@ -171,20 +178,50 @@ class Scanner:
         self.scan.defects.append(f"{why}; remaining parts not parsed")
         return False
 
-    def _content_type(self, start: int, end: int, default: str) -> Message:
-        """A header-only Message with the entity's first Content-Type (shortened)."""
+    def _part_fields(self, start: int, end: int, root: bool) -> list[tuple[int, int, bytes]]:
+        """The MIME fields of a header block as (start, end, bytes to keep).
+
+        Content-Type and Content-Disposition are shortened when their parameter
+        lists are hostile. A part (not the top level, which ``parsers.limits``
+        caps) whose header block is over 64 KiB or 100 fields keeps only its
+        first Content-* fields: compat32 scans every field on each lookup.
+        """
+        fields: list[tuple[int, int, bytes]] = []
+        window = end if root else min(end, start + _HEADER_WINDOW)  # root: capped already
+        for m in _MIME_FIELD.finditer(self.buf, start, window):
+            fend = field_end(self.buf, m.start(), end)
+            params = MAX_MIME_PARAMS if m.group(1).lower() in _PARAM_FIELDS else None
+            short = shortened(self.buf, m.start(), fend, MAX_MIME_FIELD_BYTES, params)
+            if short is not None:
+                self.scan.defects.append(f"{m.group(1).decode().lower()} field shortened")
+            fields.append((m.start(), fend, self.buf[m.start() : fend] if short is None else short))
+        return fields
+
+    def _oversized(self, start: int, end: int) -> bool:
+        if end - start > _HEADER_WINDOW:
+            return True
+        fields = NEXT_FIELD.finditer(self.buf, start, end)
+        return next(islice(fields, _MAX_PART_FIELDS, None), None) is not None
+
+    def _content_type(self, start: int, end: int, default: str, root: bool) -> Message:
+        """A header-only Message with the entity's first Content-Type, after edits."""
+        fields = self._part_fields(start, end, root)
+        if not root and self._oversized(start, end):
+            first: dict[bytes, bytes] = {}
+            for _, _, data in fields:
+                first.setdefault(data.split(b":", 1)[0].lower(), data)
+            self.scan.edits.append((start, end, b"".join(first.values())))
+            self.scan.defects.append("part header block too large; only Content-* fields kept")
+        else:
+            self.scan.edits.extend(f for f in fields if f[2] != self.buf[f[0] : f[1]])
         msg = Message()
         msg.set_default_type(default)
-        for m in _MIME_FIELD.finditer(self.buf, start, end):
-            fend = field_end(self.buf, m.start(), end)
-            short = shortened(self.buf, m.start(), fend, MAX_MIME_FIELD_BYTES, MAX_MIME_PARAMS)
-            if short is not None:
-                self.scan.edits.append((m.start(), fend, short))
-                self.scan.defects.append(f"{m.group(1).decode().lower()} field shortened")
-            if m.group(1).lower() == b"content-type" and "content-type" not in msg:
-                raw = short if short is not None else self.buf[m.start() : fend]
-                value = raw[m.end() - m.start() :].decode("ascii", "surrogateescape")
-                msg.set_raw("Content-Type", value.lstrip(" \t").rstrip("\r\n"))
+        for _, _, data in fields:
+            name, _, value = data.partition(b":")
+            if name.lower() == b"content-type":
+                text = value.decode("ascii", "surrogateescape")
+                msg.set_raw("Content-Type", text.lstrip(" \t").rstrip("\r\n"))
+                break
         return msg
 
     def _open(self, start: int, depth: int, default: str, cut_at: int) -> int | None:
@@ -201,7 +238,7 @@ class Scanner:
                 self._cut(cut_at, f"depth limit {self.max_depth} exceeded")
                 return None
             headers_end, body = self._headers(start)
-            msg = self._content_type(start, headers_end, default)
+            msg = self._content_type(start, headers_end, default, root=depth == 1)
             ctype = msg.get_content_type()
             if not ctype.startswith("message/"):
                 break

@@ -124,13 +124,13 @@ def header_str(raw: str) -> tuple[str, bool]:
 
 
 def clean_text(text: str, max_chars: int) -> tuple[str, bool]:
-    """Normalise a body: ``\\n`` line ends, no NUL/controls/surrogates, capped.
+    """Normalise a body: no BOM, ``\\n`` line ends, no NUL/controls/surrogates, capped.
 
     Tabs and newlines stay. Returns the text and whether it was truncated.
     """
     if len(text) > 4 * max_chars:
         text = text[: 4 * max_chars]
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     text = text.replace("\u2028", "\n").replace("\u2029", "\n\n")
     text = _BODY_CONTROLS.sub("", text)
     if len(text) > max_chars:

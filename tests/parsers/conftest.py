@@ -1,4 +1,4 @@
-"""Shared fixtures for the parser tests: where the shared email corpus lives."""
+"""Parser test fixtures: read single files of the shared corpus (``corpus`` is in tests/)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-# The checkout (/work/main) sits next to shared/ (/work/shared/corpus).
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
-
-
-@pytest.fixture
-def corpus() -> Path:
-    """The shared corpus folder; the test is skipped when it is not there."""
-    if not CORPUS.is_dir():
-        pytest.skip(f"shared email corpus not found at {CORPUS}")
-    return CORPUS
 
 
 @pytest.fixture
@@ -26,7 +15,7 @@ def corpus_file(corpus: Path) -> Callable[[str], bytes]:
     def read(relative: str) -> bytes:
         path = corpus / relative
         if not path.is_file():
-            pytest.skip(f"corpus file {relative} not found")
+            pytest.fail(f"corpus file {relative} is missing from {corpus}")
         return path.read_bytes()
 
     return read

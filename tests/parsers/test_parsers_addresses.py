@@ -41,6 +41,8 @@ def test_one_valid_mailbox_is_verified(header: str, addr_spec: str, display: str
         ('"alice@bank.com" <mallory@evil.com>', "display name contains a different address"),
         ("alice@bank.com <mallory@evil.com>", "display name contains a different address"),
         ("=?utf-8?q?alice=40bank=2Ecom?= <mallory@evil.com>", "different address"),
+        ("Alice (alice@bank.com) <mallory@evil.com>", "different address"),
+        ("mallory@evil.com (alice@bank.com)", "different address"),
         ("=?utf-8?b?YWxpY2VAYmFuay5jb20=?=", "encoded-word in address"),
         ("=?utf-8?q?alice?=@bank.com", "encoded-word in address"),
         ("alice@example.org)<bob@example.org>", "malformed"),

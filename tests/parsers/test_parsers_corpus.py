@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
+from conftest import corpus_files
 from parsers import ParsedMessage, parse_message
 
-# Licence and readme texts that travel with the corpus; everything else is a message or mbox.
-_NOT_MAIL = re.compile(
-    r"(^|/)(LICENSE|NOTICE|COPYING|README|ARTISTIC-LICENSE)[^/]*$|\.md$|(^|/)MANIFEST\.sha256$"
-)
-# Not RFC 5322 at all: an Outlook .msg file, and mime4j's "no header at all" and obsolete cases.
+# Not RFC 5322 at all: an Outlook .msg file and mime4j's two "no header at all" samples.
 _EXPECTED_FATAL = {
     "apache-james-mime4j/core/src/test/resources/testmsgs/malformedHeader-noheader.msg",
     "apache-james-mime4j/core/src/test/resources/testmsgs/malformedHeaderStartsBody-noheader.msg",
     "spamscope-mail-parser/tests/mails/mail_outlook_1",
 }
-
-
-def _messages(corpus: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in corpus.rglob("*")
-        if p.is_file() and not _NOT_MAIL.search(p.relative_to(corpus).as_posix())
-    )
 
 
 def _assert_clean(parsed: ParsedMessage) -> None:
@@ -40,7 +28,7 @@ def _assert_clean(parsed: ParsedMessage) -> None:
 @pytest.mark.timeout(120)
 def test_every_corpus_file_parses(corpus: Path) -> None:
     """All ~250 corpus files give a ParsedMessage; only the known non-messages are fatal."""
-    files = _messages(corpus)
+    files = corpus_files(corpus)
     assert len(files) >= 240, f"corpus looks incomplete: {len(files)} files"
     fatal: dict[str, str] = {}
     parsers: dict[str, int] = {}
@@ -59,7 +47,7 @@ def test_every_corpus_file_parses(corpus: Path) -> None:
 def test_corpus_forwarded_messages_keep_their_bytes(corpus: Path) -> None:
     """Every message/* attachment in the corpus is a byte-exact slice of its raw file."""
     checked = 0
-    for path in _messages(corpus):
+    for path in corpus_files(corpus):
         raw = path.read_bytes()
         for attachment in parse_message(raw).attachments:
             if attachment.content_type.startswith("message/") and attachment.size:
