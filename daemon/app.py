@@ -47,7 +47,11 @@ def open_parts(cfg: Config, *, recover: bool) -> Iterator[Parts]:
     parsers: ParserPool | None = None
     try:
         db.upgrade()
-        spool = Spool(cfg.storage.spool, max_attempts=cfg.pipeline.max_attempts)
+        spool = Spool(
+            cfg.storage.spool,
+            max_attempts=cfg.pipeline.max_attempts,
+            max_interruptions=cfg.pipeline.max_interruptions,
+        )
         if recover:
             report = spool.recover()
             log.info(
@@ -94,6 +98,9 @@ async def serve(cfg: Config) -> int:
     stop = asyncio.Event()
     exit_code = 0
     with open_parts(cfg, recover=True) as parts:
+        # Parser processes start before READY: the first message after a restart
+        # (often the one interrupted) is parsed at once, not after a cold start.
+        await asyncio.to_thread(parts.parsers.start)
         runner = IngestRunner(parts.processor, cfg.pipeline)
         writer = GroupCommitWriter(parts.spool)
         handler = IntakeHandler(cfg.smtp, parts.spool, writer)

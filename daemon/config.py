@@ -57,6 +57,7 @@ class PipelineConfig:
     parse_workers: int = 1
     parse_timeout: float = 30.0
     max_attempts: int = 3
+    max_interruptions: int = 10
     poll_interval: float = 1.0
 
 
@@ -225,6 +226,8 @@ def _validate_rest(cfg: Config) -> None:
         raise ConfigError("[pipeline] parse_workers: must be at least 1")
     if cfg.pipeline.max_attempts < 1:
         raise ConfigError("[pipeline] max_attempts: must be at least 1")
+    if cfg.pipeline.max_interruptions < 1:
+        raise ConfigError("[pipeline] max_interruptions: must be at least 1")
     if cfg.log.level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError('[log] level: use one of "debug", "info", "warning", "error"')
     if cfg.log.format not in {"auto", "json", "console"}:

@@ -8,6 +8,7 @@ permanent), a crash replaces it (the message counts one attempt and is retried).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import queue
@@ -29,6 +30,9 @@ def default_parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, parse: ParseFn) -> None:
+    # mail-parser warns on most multipart mail; in a spawned child nothing has
+    # configured logging, so those lines would reach journald as unstructured text.
+    logging.getLogger("mailparser").setLevel(logging.CRITICAL)
     limits = ParseLimits()
     while True:
         try:
@@ -68,6 +72,10 @@ class ParserPool:
         self._workers = workers
         self._started = False
         self._closing = False
+
+    def start(self) -> None:
+        """Start the worker processes now (otherwise on first use)."""
+        self._start()
 
     def _start(self) -> None:
         # Workers start on first use: one-shot commands that never parse pay nothing.

@@ -6,9 +6,15 @@ Layout under the spool root (one filesystem)::
     tmp/   half-written files; never acknowledged, removed at start
     new/   durable entries waiting for the ingest runner: ID.eml (raw bytes) + ID.json
     cur/   entries being processed (renamed from new/, Mailman's ``.bak``); moved back to
-           new/ at start with one more attempt counted
-    bad/   entries that crashed the ingest ``max_attempts`` times or could not be stored,
-           with the reason in their sidecar; ``buzon quarantine retry`` moves them back
+           new/ at start with one more *interruption* counted
+    bad/   entries that failed ``max_attempts`` times (their parser died, or processing
+           raised), or were in flight when the daemon died ``max_interruptions`` times;
+           the reason is in their sidecar; ``buzon quarantine retry`` moves them back
+
+Failures and interruptions are counted apart: a kill -9, an OOM kill or a power
+cut is not the message's fault, so it takes many of them in a row to condemn an
+entry (that still breaks a crash loop in the main process), while a parser that
+dies on the message itself condemns it after ``max_attempts``.
 
 A write is durable before it is visible: files are written in tmp/, flushed to
 disk, renamed into new/, and new/ itself is fsynced. Concurrent writers are
@@ -92,6 +98,10 @@ class SpoolEntry:
     def attempts(self) -> int:
         return int(self.meta.get("attempts", 0))
 
+    @property
+    def interruptions(self) -> int:
+        return int(self.meta.get("interruptions", 0))
+
     def read(self) -> bytes:
         return self.eml.read_bytes()
 
@@ -107,9 +117,12 @@ class RecoveryReport:
 class Spool:
     """Durable directory queue. Blocking: call from threads, never the event loop."""
 
-    def __init__(self, root: str | Path, *, max_attempts: int = 3) -> None:
+    def __init__(
+        self, root: str | Path, *, max_attempts: int = 3, max_interruptions: int = 10
+    ) -> None:
         self.root = Path(root)
         self.max_attempts = max_attempts
+        self.max_interruptions = max_interruptions
         self._listeners: list[Callable[[], None]] = []
         for d in DIRS:
             (self.root / d).mkdir(parents=True, exist_ok=True)
@@ -276,6 +289,21 @@ class Spool:
         self._move(entry, "new")
         return True
 
+    def _interrupted(self, entry: SpoolEntry) -> bool:
+        """Count that the daemon died with ``entry`` in flight; False when it went to bad/."""
+        entry.meta["interruptions"] = entry.interruptions + 1
+        entry.meta["last_error"] = "the daemon stopped while processing it (crash or kill)"
+        if entry.interruptions >= self.max_interruptions:
+            self.quarantine(
+                entry,
+                f"the daemon died {entry.interruptions} times while processing it "
+                "(a crash loop this message may cause)",
+            )
+            return False
+        self._rewrite_sidecar(entry)
+        self._move(entry, "new")
+        return True
+
     def quarantine(self, entry: SpoolEntry, reason: str) -> None:
         """Move an entry to bad/ with ``reason``; an admin can retry it later."""
         entry.meta["quarantine_reason"] = reason
@@ -307,6 +335,7 @@ class Spool:
             return False
         entry = self._load(entry_id, "bad")
         entry.meta["attempts"] = 0
+        entry.meta["interruptions"] = 0
         entry.meta.pop("quarantine_reason", None)
         self._rewrite_sidecar(entry)
         self._move(entry, "new")
@@ -332,8 +361,7 @@ class Spool:
             if stray.exists() and not (cur / f"{entry_id}.json").exists():
                 os.rename(stray, cur / f"{entry_id}.json")
             entry = self._load(entry_id, "cur")
-            reason = "the ingest worker stopped while processing it (crash or kill)"
-            if self.release(entry, count_attempt=True, reason=reason):
+            if self._interrupted(entry):
                 recovered.append(entry_id)
             else:
                 quarantined.append(entry_id)

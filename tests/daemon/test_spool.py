@@ -44,32 +44,48 @@ def test_claim_is_exclusive(tmp_path: Path) -> None:
     assert spool.claim(entry.id) is None
 
 
-def test_recover_counts_a_crash_and_requeues(tmp_path: Path) -> None:
-    """An entry found in cur/ at start goes back to new/ with one attempt counted."""
+def test_recover_counts_an_interruption_and_requeues(tmp_path: Path) -> None:
+    """An entry found in cur/ at start goes back to new/ with one interruption counted,
+    not one attempt: the daemon being killed is not the message's fault."""
     spool = Spool(tmp_path)
     entry = spool.put(b"x", {})
     spool.claim(entry.id)
     report = Spool(tmp_path).recover()
     assert report.recovered == (entry.id,)
     again = spool.claim(entry.id)
-    assert again is not None and again.attempts == 1
+    assert again is not None and (again.interruptions, again.attempts) == (1, 0)
     assert "stopped while processing" in again.meta["last_error"]
 
 
-def test_third_crash_moves_entry_to_bad_with_raw_bytes(tmp_path: Path) -> None:
-    """A poison entry that crashed the worker max_attempts times is quarantined, not lost."""
-    spool = Spool(tmp_path, max_attempts=3)
+def test_crash_loop_moves_entry_to_bad_with_raw_bytes(tmp_path: Path) -> None:
+    """An entry in flight at max_interruptions daemon deaths is quarantined, not lost,
+    and an admin's retry puts it back with its counters reset."""
+    spool = Spool(tmp_path, max_interruptions=4)
     entry = spool.put(b"poison", {})
-    for _ in range(3):
+    for _ in range(4):
         assert spool.claim(entry.id) is not None
         report = spool.recover()
     assert report.quarantined == (entry.id,)
     assert spool.pending() == []
     bad = list(spool.quarantined())
     assert [b.read() for b in bad] == [b"poison"]
-    assert "failed 3 times" in bad[0].meta["quarantine_reason"]
+    assert "the daemon died 4 times" in bad[0].meta["quarantine_reason"]
     assert spool.retry(entry.id)
-    assert spool.pending() == [entry.id]
+    again = spool.claim(entry.id)
+    assert again is not None and (again.interruptions, again.attempts) == (0, 0)
+
+
+def test_counted_failures_quarantine_at_max_attempts(tmp_path: Path) -> None:
+    """Failures attributable to the message quarantine it after max_attempts."""
+    spool = Spool(tmp_path, max_attempts=3)
+    entry = spool.put(b"poison", {})
+    for i in range(3):
+        claimed = spool.claim(entry.id)
+        assert claimed is not None
+        kept = spool.release(claimed, count_attempt=True, reason=f"boom {i}")
+    assert kept is False and spool.pending() == []
+    (bad,) = spool.quarantined()
+    assert "failed 3 times; last error: boom 2" in bad.meta["quarantine_reason"]
 
 
 def test_recover_removes_tmp_and_orphan_sidecars(tmp_path: Path) -> None:
