@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemon.errors import SpoolFullError
 from daemon.spool import Spool
+from support.intake import Intake
+from support.mail import data_reply, message
 
 
 def test_put_makes_entry_visible_with_sidecar(tmp_path: Path) -> None:
@@ -119,7 +122,7 @@ def test_release_without_counting_keeps_attempts(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
     mounted = subprocess.run(
@@ -152,3 +155,23 @@ def test_dur09_full_disk_refuses_and_leaves_no_partial_file(tiny_tmpfs: Path) ->
     for entry_id in spool.pending():
         entry = spool.get(entry_id)
         assert entry is not None and len(entry.read()) == 100_000
+
+
+def test_dur09_smtp_answers_452_before_the_disk_is_full(tiny_tmpfs: Path) -> None:
+    """DUR-09 over SMTP: mail into a spool on a 1 MiB tmpfs is accepted while there is room,
+    then refused with 452 4.3.1; every message that got 250 is complete on disk."""
+    accepted: list[bytes] = []
+    codes: list[int] = []
+    with Intake(tiny_tmpfs, max_message_size=100_000) as server:
+        for i in range(30):
+            raw = message(f"relleno {i}", body=("x" * 75 + "\n") * 800)
+            code, _ = data_reply(server.port, raw)
+            codes.append(code)
+            if code == 250:
+                accepted.append(raw)
+        stored = server.stored()
+    assert len(accepted) >= 3
+    assert 452 in codes and set(codes) <= {250, 452}
+    assert codes.index(452) == len(accepted)  # once full, it stays refused
+    assert sorted(stored) == sorted(accepted)
+    assert os.listdir(tiny_tmpfs / "spool" / "tmp") == []
