@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -26,6 +27,7 @@ from daemon.errors import ParseTimeoutError, TransientError
 from daemon.logging import get_logger
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool, SpoolEntry
+from storage import repository as repo
 from storage.blobs import BlobStore
 from storage.engine import Database
 
@@ -88,36 +90,79 @@ class IngestProcessor:
         sha = hashlib.sha256(raw).hexdigest()
         if entry.meta.get("sha256") not in (None, sha):
             self.log.error("spool.corrupt", expected=entry.meta.get("sha256"), actual=sha)
-        quarantine_reason = ""
+        outcome = self._execute(
+            pipeline.INGEST,
+            spool_id=entry.id,
+            raw=raw,
+            sha256=sha,
+            source=source,
+            envelope=dict(entry.meta.get("envelope") or {}),
+            received_at=_received_at(entry, self.clock),
+        )
+        # Committed: only now is it safe to forget the spool copy.
+        self.spool.complete(entry)
+        return outcome
+
+    def retry_message(self, pk: int) -> Outcome:
+        """Parse a quarantined message's raw bytes again and, if it parses now, ticket it."""
+        with self.db.transaction() as session:
+            msg = repo.message(session, pk)
+            if msg is None or msg.state != "quarantined":
+                raise LookupError(f"message {pk} is not quarantined")
+            raw, sha, source, received = msg.raw, msg.raw_sha256, msg.source, msg.received_at
+        return self._execute(
+            pipeline.RETRY,
+            spool_id=f"retry:{pk}",
+            raw=raw,
+            sha256=sha,
+            source=source,
+            envelope={},
+            received_at=received,
+            message_pk=pk,
+        )
+
+    def _execute(
+        self,
+        steps: tuple[str, ...],
+        *,
+        spool_id: str,
+        raw: bytes,
+        sha256: str,
+        source: str,
+        envelope: dict[str, Any],
+        received_at: datetime,
+        message_pk: int | None = None,
+    ) -> Outcome:
+        """Parse outside any transaction, run ``steps`` in one, then log what committed."""
+        reason = ""
         try:
             parsed = self.parsers.parse(raw)
         except ParseTimeoutError as exc:
-            parsed, quarantine_reason = None, str(exc)
-        received = _received_at(entry, self.clock)
+            parsed, reason = None, str(exc)
         with self.db.transaction() as session:
             work = pipeline.Work(
-                spool_id=entry.id,
+                spool_id=spool_id,
                 raw=raw,
-                sha256=sha,
+                sha256=sha256,
                 source=source,
-                envelope=dict(entry.meta.get("envelope") or {}),
-                received_at=received,
+                envelope=envelope,
+                received_at=received_at,
                 parsed=parsed,
-                quarantine_reason=quarantine_reason,
+                quarantine_reason=reason,
                 session=session,
                 blobs=self.blobs,
                 now=self.clock(),
                 log=self.log,
+                message=repo.message(session, message_pk) if message_pk else None,
             )
-            pipeline.run(work)
+            pipeline.run(work, steps)
             outcome = Outcome(
-                entry.id,
+                spool_id,
                 work.outcome,
                 work.message.id if work.message else None,
                 work.ticket.ref if work.ticket else None,
+                work.message.state_reason if work.message else "",
             )
-        # Committed: now it is safe to forget the spool copy, and true to log.
-        self.spool.complete(entry)
         ids = {
             "message_id": parsed.message_id if parsed else None,
             "message": outcome.message_pk,
@@ -125,51 +170,6 @@ class IngestProcessor:
         }
         for event, fields in work.events:
             self.log.info(event, **ids, **fields)
-        return outcome
-
-    def retry_message(self, pk: int) -> Outcome:
-        """Parse a quarantined message's raw bytes again and, if it parses now, ticket it."""
-        with self.db.transaction() as session:
-            from storage import repository as repo
-
-            msg = repo.message(session, pk)
-            if msg is None or msg.state != "quarantined":
-                raise LookupError(f"message {pk} is not quarantined")
-            raw, sha = msg.raw, msg.raw_sha256
-            source, received = msg.source, msg.received_at
-        reason = ""
-        try:
-            parsed = self.parsers.parse(raw)
-        except ParseTimeoutError as exc:
-            parsed, reason = None, str(exc)
-        with self.db.transaction() as session:
-            msg = session.get(type(msg), pk)
-            assert msg is not None
-            work = pipeline.Work(
-                spool_id=f"retry:{pk}",
-                raw=raw,
-                sha256=sha,
-                source=source,
-                envelope={},
-                received_at=received,
-                parsed=parsed,
-                quarantine_reason=reason,
-                session=session,
-                blobs=self.blobs,
-                now=self.clock(),
-                log=self.log,
-                message=msg,
-            )
-            pipeline.run(work, pipeline.RETRY)
-            outcome = Outcome(
-                work.spool_id,
-                work.outcome,
-                pk,
-                work.ticket.ref if work.ticket else None,
-                msg.state_reason,
-            )
-        for event, fields in work.events:
-            self.log.info(event, message=pk, ticket=outcome.ticket_ref, **fields)
         return outcome
 
     def _failed(self, entry: SpoolEntry, exc: Exception) -> Outcome:
