@@ -192,7 +192,7 @@ def _config(tmp: Path) -> Any:
 
 def bench_buzon(raws: Sequence[bytes], batch: int, tmpdir: str | None) -> dict[str, Any]:
     """Spool in batches, then claim + process each entry; returns timings and outcomes."""
-    from daemon.app import open_parts
+    from daemon.parts import open_parts
     from storage import repository as repo
 
     tmp = Path(tempfile.mkdtemp(prefix="buzon-bench-ingest-", dir=tmpdir))

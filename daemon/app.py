@@ -9,73 +9,19 @@ spool writer, let the ingest workers finish their current message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import contextmanager
 
 from daemon.config import Config
-from daemon.ingest import IngestProcessor, IngestRunner
+from daemon.ingest_process import IngestProcess
 from daemon.logging import get_logger
-from daemon.parsepool import ParserPool
+from daemon.parts import open_parts
 from daemon.smtp import IntakeHandler, SmtpServer
-from daemon.spool import Spool
 from daemon.spool_writer import GroupCommitWriter
-from storage.blobs import BlobStore
-from storage.engine import Database
 
 STOP_GRACE = 5.0  # SMTP sessions get this long to finish; the whole stop stays under 10 s
-
-
-@dataclass
-class Parts:
-    db: Database
-    spool: Spool
-    parsers: ParserPool
-    blobs: BlobStore
-    processor: IngestProcessor
-
-
-@contextmanager
-def open_parts(cfg: Config, *, recover: bool) -> Iterator[Parts]:
-    """Database (migrated), spool (recovered when asked), parser pool; closed on exit."""
-    log = get_logger(component="daemon")
-    sqlite_path = cfg.sqlite_path()
-    if sqlite_path is not None:
-        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    db = Database(cfg.storage.database)
-    parsers: ParserPool | None = None
-    try:
-        db.upgrade()
-        spool = Spool(
-            cfg.storage.spool,
-            max_attempts=cfg.pipeline.max_attempts,
-            max_interruptions=cfg.pipeline.max_interruptions,
-        )
-        if recover:
-            report = spool.recover()
-            log.info(
-                "spool.recovered",
-                recovered=len(report.recovered),
-                quarantined=len(report.quarantined),
-                removed_tmp=report.removed_tmp,
-                removed_orphans=report.removed_orphans,
-                pending=len(spool.pending()),
-            )
-            for entry_id in report.quarantined:
-                log.error(
-                    "message.quarantined",
-                    spool_id=entry_id,
-                    where="spool/bad",
-                    reason="crashed the ingest worker too many times",
-                )
-        parsers = ParserPool(cfg.pipeline.parse_workers, cfg.pipeline.parse_timeout)
-        blobs = BlobStore(cfg.storage.attachments)
-        yield Parts(db, spool, parsers, blobs, IngestProcessor(spool, db, parsers, blobs))
-    finally:
-        if parsers is not None:
-            parsers.close()
-        db.dispose()
 
 
 @contextmanager
@@ -98,14 +44,21 @@ async def serve(cfg: Config) -> int:
     stop = asyncio.Event()
     exit_code = 0
     with open_parts(cfg, recover=True) as parts:
-        # Parser processes start before READY: the first message after a restart
-        # (often the one interrupted) is parsed at once, not after a cold start.
-        await asyncio.to_thread(parts.parsers.start)
-        runner = IngestRunner(parts.processor, cfg.pipeline)
+        ingest = IngestProcess(cfg)
         writer = GroupCommitWriter(parts.spool)
+        parts.spool.on_new(ingest.notify)
         handler = IntakeHandler(cfg.smtp, parts.spool, writer)
         server = SmtpServer(cfg.smtp, handler)
-        runner.start()
+        # Ingest starts (and loads its parsers) before READY: the first message after
+        # a restart, often the one a crash interrupted, is processed at once.
+        if not await asyncio.to_thread(ingest.start):
+            log.error(
+                "daemon.failed",
+                error=f"the ingest process did not start (exit code {ingest.exitcode})",
+                fix="see the ingest.crashed line before this one",
+            )
+            await asyncio.to_thread(ingest.stop)
+            return 1
         writer.start(loop)
         with signal_handlers(loop, stop):
             try:
@@ -116,7 +69,7 @@ async def serve(cfg: Config) -> int:
                     error=f"cannot listen on {cfg.smtp.listen}: {exc}",
                     fix="choose a free port in [smtp] listen or stop the other process",
                 )
-                runner.stop(5)
+                await asyncio.to_thread(ingest.stop)
                 writer.stop()
                 return 1
             log.info(
@@ -127,20 +80,19 @@ async def serve(cfg: Config) -> int:
                 config=cfg.source,
             )
             while not stop.is_set():
-                with suppress(TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
-                if not runner.alive():
-                    log.error("daemon.failed", error="an ingest thread died; stopping")
+                if not ingest.alive():
+                    log.error(
+                        "daemon.failed",
+                        error=f"the ingest process died (exit code {ingest.exitcode}); stopping",
+                        fix="see the log lines before this one; the spool keeps every message",
+                    )
                     exit_code = 1
                     break
             log.info("daemon.stopping")
             await server.stop(STOP_GRACE)
             await asyncio.to_thread(writer.stop)
-            await asyncio.to_thread(runner.stop, 3.0)
-    log.info(
-        "daemon.stopped",
-        exit_code=exit_code,
-        accepted=handler.stats.accepted,
-        processed=runner.processed,
-    )
+            await asyncio.to_thread(ingest.stop)
+    log.info("daemon.stopped", exit_code=exit_code, accepted=handler.stats.accepted)
     return exit_code

@@ -13,9 +13,9 @@ from typing import Any
 from tqdm import tqdm
 
 from daemon import sources
-from daemon.app import Parts, open_parts
 from daemon.config import Config
 from daemon.ingest import Outcome
+from daemon.parts import Parts, open_parts
 from storage import repository as repo
 from storage.models import Message, Ticket
 

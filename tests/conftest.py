@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from daemon import config as config_mod
-from daemon.app import Parts, open_parts
+from daemon.parts import Parts, open_parts
 from support.daemon import Daemon, free_port, write_config
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"

@@ -7,6 +7,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import sqlite3
@@ -249,3 +250,21 @@ def test_sec05_control_characters_never_break_a_log_line(
         event = json.loads(line)
         assert event.get("event") != "forged"
         assert "\x1b" not in line.decode() and "\r" not in line.decode()
+
+
+def test_ingest_process_death_stops_the_daemon_and_loses_nothing(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """Killing the ingest process makes the daemon exit 1 with a clear line (so systemd
+    restarts it); mail accepted meanwhile stays in the spool and is ticketed after."""
+    d = daemon_factory("ingest-dies")
+    ingest_pid = d.wait_event("ingest.started")["pid"]
+    os.kill(ingest_pid, signal.SIGKILL)
+    assert d.wait(15) == 1
+    failed = d.wait_event("daemon.failed")
+    assert "ingest process died" in failed["error"]
+    d.start()
+    with smtplib.SMTP("127.0.0.1", d.port) as smtp:
+        smtp.sendmail("ana@cliente.es", ["support@example.com"], message("después"))
+    d.wait_event("ticket.created")
+    assert d.stop() == 0

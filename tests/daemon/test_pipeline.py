@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from daemon.app import Parts
 from daemon.config import PipelineConfig
 from daemon.ingest import IngestProcessor, IngestRunner
 from daemon.parsepool import ParserPool
+from daemon.parts import Parts
 from storage import repository as repo
 from storage.models import Attachment, Delivery, Message, Ticket
 from support.daemon import wait_until

@@ -132,6 +132,13 @@ class Daemon:
         self._close_pipe()
         return code
 
+    def wait(self, timeout: float = 15.0) -> int:
+        """Wait for the daemon to exit by itself; its exit code."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        self._close_pipe()
+        return code
+
     def _close_pipe(self) -> None:
         if self._reader is not None:
             self._reader.join(5)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.app import Parts
 from daemon.ingest import Outcome
+from daemon.parts import Parts
 
 
 def ingest_raw(
