@@ -8,7 +8,9 @@ message can be followed end to end. docs/EVENTS.md is the catalogue.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
 from typing import Any, TextIO
 
 import structlog
@@ -32,6 +34,37 @@ def escape_control_characters(
     return event_dict
 
 
+class LineWriter:
+    """A structlog logger that emits each event with a single write(2).
+
+    The daemon's processes (SMTP, ingest) share one stdout. print() writes the
+    text and its newline separately, so two processes could splice their lines
+    together; one write of a line under PIPE_BUF (4 KiB) is atomic on a pipe
+    and is never split on journald's stream socket in practice.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None  # an in-memory stream (tests): plain writes are fine
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        if self._fd is None:
+            self._stream.write(message + "\n")
+            self._stream.flush()
+            return
+        data = (message + "\n").encode("utf-8", "backslashreplace")
+        with self._lock:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Install the process-wide structlog configuration (called once, by the CLI)."""
     out = stream or sys.stdout
@@ -50,7 +83,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level.lower()]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=lambda *_: LineWriter(out),
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (aiosmtpd, alembic) stay quiet below WARNING

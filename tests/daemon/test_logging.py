@@ -1,0 +1,55 @@
+"""Log lines stay whole and safe when several processes share one stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from daemon import logging as logmod
+
+WRITER = """
+import sys
+from daemon import logging as logmod
+logmod.configure("info", "json")
+log = logmod.get_logger(component=sys.argv[1])
+for i in range(3000):
+    log.info("test.line", n=i, payload="x" * 300, text="a\\r\\nb\\x1bc")
+"""
+
+
+def test_lines_from_concurrent_processes_never_interleave(tmp_path: Path) -> None:
+    """Two processes logging to one pipe at once produce only whole JSON lines."""
+    script = tmp_path / "w.py"
+    script.write_text(WRITER)
+    read_fd, write_fd = os.pipe()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), name],
+            stdout=write_fd,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for name in ("a", "b")
+    ]
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        lines = pipe.read().splitlines()
+    assert [p.wait(60) for p in procs] == [0, 0]
+    events = [json.loads(line) for line in lines]
+    assert len(events) == 6000
+    assert {e["component"] for e in events} == {"a", "b"}
+    assert all(e["text"] == "a\\x0d\\x0ab\\x1bc" for e in events)
+
+
+def test_console_rendering_escapes_control_characters() -> None:
+    """SEC-05 on a terminal: CR, LF and ESC are shown escaped, never acted on."""
+    import io
+
+    out = io.StringIO()
+    logmod.configure("info", "console", stream=out)
+    logmod.get_logger().info("x.y", subject="a\r\nforged line\x1b[2J")
+    text = out.getvalue()
+    assert text.count("\n") == 1 and "\r" not in text and "\x1b" not in text
+    assert "x0dx0a" in text.replace("\\", "") and "forged line" in text
