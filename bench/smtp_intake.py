@@ -23,7 +23,7 @@ given ``--drain`` seconds to ingest, stopped with SIGTERM, and every accepted
 message is looked for in its spool (new/, cur/, bad/) or its ``deliveries`` table;
 the exit code is 1 when one is missing or a message was refused.
 
-``--intake-only`` is a diagnostic: the daemon runs with its ingest runner's
+``--intake-only`` is a diagnostic: the daemon runs with its ingest process
 threads never started, which separates the cost of intake from the cost of
 ingesting in the same process. It is not how production runs.
 
@@ -393,7 +393,7 @@ class Bench:
         last, last_change = (-1, -1), started
         limit = 0.0 if self.args.intake_only else self.args.drain
         while time.monotonic() - started < limit:
-            waiting = _eml_count(spool / "new") + _eml_count(spool / "cur")
+            waiting = _entry_count(spool / "new") + _entry_count(spool / "cur")
             if waiting == 0:
                 break
             state = (waiting, _count_deliveries(tmp / "b.db"))
@@ -412,16 +412,16 @@ class Bench:
         }
 
 
-def _eml_count(path: Path) -> int:
+def _entry_count(path: Path) -> int:
     try:
-        return sum(1 for n in os.listdir(path) if n.endswith(".eml"))
+        return sum(1 for n in os.listdir(path) if n.endswith(".msg"))
     except FileNotFoundError:
         return 0
 
 
 def _spool_ids(path: Path) -> set[str]:
     try:
-        return {n[:-4] for n in os.listdir(path) if n.endswith(".eml")}
+        return {n[:-4] for n in os.listdir(path) if n.endswith(".msg")}
     except FileNotFoundError:
         return set()
 
@@ -574,21 +574,28 @@ def _report(args: argparse.Namespace, loadgen: str, has_parser: bool, runs: list
 
 
 def _serve_intake_only(argv: list[str]) -> int:
-    """``buzon run`` with the ingest runner's threads never started (--intake-only)."""
-    from daemon import cli, ingest
+    """``buzon run`` with the ingest process never started (--intake-only)."""
+    from daemon import app, cli
 
-    def start(self: ingest.IngestRunner) -> None:
-        return None
+    class NoIngest:
+        exitcode = None
 
-    def stop(self: ingest.IngestRunner, timeout: float) -> None:
-        return None
+        def __init__(self, cfg: object) -> None:
+            pass
 
-    def alive(self: ingest.IngestRunner) -> bool:
-        return True
+        def start(self, timeout: float = 0) -> bool:
+            return True
 
-    ingest.IngestRunner.start = start  # type: ignore[method-assign]
-    ingest.IngestRunner.stop = stop  # type: ignore[method-assign]
-    ingest.IngestRunner.alive = alive  # type: ignore[method-assign]
+        def notify(self) -> None:
+            return None
+
+        def alive(self) -> bool:
+            return True
+
+        def stop(self) -> None:
+            return None
+
+    app.IngestProcess = NoIngest  # type: ignore[misc,assignment]
     return cli.main(argv)
 
 

@@ -58,6 +58,7 @@ class PipelineConfig:
     parse_timeout: float = 30.0
     max_attempts: int = 3
     max_interruptions: int = 10
+    nice: int = 10
     poll_interval: float = 1.0
 
 
@@ -226,6 +227,8 @@ def _validate_rest(cfg: Config) -> None:
         raise ConfigError("[pipeline] parse_workers: must be at least 1")
     if cfg.pipeline.max_attempts < 1:
         raise ConfigError("[pipeline] max_attempts: must be at least 1")
+    if not 0 <= cfg.pipeline.nice <= 19:
+        raise ConfigError("[pipeline] nice: use 0 (same priority as intake) to 19 (lowest)")
     if cfg.pipeline.max_interruptions < 1:
         raise ConfigError("[pipeline] max_interruptions: must be at least 1")
     if cfg.log.level.lower() not in {"debug", "info", "warning", "error"}:

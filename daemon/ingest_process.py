@@ -29,6 +29,10 @@ def ingest_main(cfg: Config, wake: Event, stop: Event, ready: Event) -> None:
     """Entry point of the ingest process: process the spool until ``stop`` is set."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Acknowledging mail comes first: under a burst the spool absorbs the backlog and
+    # ingest catches up when the CPU is free. SLA clocks start at the spooled
+    # received_at, so a late ingest does not move any deadline.
+    os.nice(cfg.pipeline.nice)
     logmod.configure(cfg.log.level, cfg.log.format)
     log = logmod.get_logger(component="ingest")
     try:

@@ -51,7 +51,6 @@ def open_parts(cfg: Config, *, recover: bool) -> Iterator[Parts]:
                 recovered=len(report.recovered),
                 quarantined=len(report.quarantined),
                 removed_tmp=report.removed_tmp,
-                removed_orphans=report.removed_orphans,
                 pending=len(spool.pending()),
             )
             for entry_id in report.quarantined:

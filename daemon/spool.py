@@ -4,23 +4,28 @@ database row is committed.
 Layout under the spool root (one filesystem)::
 
     tmp/   half-written files; never acknowledged, removed at start
-    new/   durable entries waiting for the ingest runner: ID.eml (raw bytes) + ID.json
+    new/   durable entries waiting for the ingest runner
     cur/   entries being processed (renamed from new/, Mailman's ``.bak``); moved back to
            new/ at start with one more *interruption* counted
     bad/   entries that failed ``max_attempts`` times (their parser died, or processing
            raised), or were in flight when the daemon died ``max_interruptions`` times;
-           the reason is in their sidecar; ``buzon quarantine retry`` moves them back
+           the reason is in their metadata; ``buzon quarantine retry`` moves them back
+
+One entry is one file, ``ID.msg``: a single line of JSON metadata (source,
+received time, envelope, counters), then the raw message bytes exactly as
+received (``tail -n +2 ID.msg`` shows the message). One file, not a message
+plus a sidecar, because the second create and rename cost a quarter of intake
+throughput (docs/BENCHMARKS.md); metadata changes (counters, quarantine reason)
+are rare and rewrite the file atomically.
+
+A write is durable before it is visible: files are written in tmp/, flushed to
+disk, renamed into new/, and new/ itself is fsynced. Concurrent writers are
+batched so many messages share one flush (group commit).
 
 Failures and interruptions are counted apart: a kill -9, an OOM kill or a power
 cut is not the message's fault, so it takes many of them in a row to condemn an
 entry (that still breaks a crash loop in the main process), while a parser that
 dies on the message itself condemns it after ``max_attempts``.
-
-A write is durable before it is visible: files are written in tmp/, flushed to
-disk, renamed into new/, and new/ itself is fsynced. Concurrent writers are
-batched so many messages share one flush (group commit). The sidecar is renamed
-before the .eml, and the .eml is what marks an entry as present, so a crash
-between the two renames leaves only an unacknowledged orphan sidecar.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from typing import Any
 from daemon.errors import SpoolFullError
 
 DIRS = ("tmp", "new", "cur", "bad")
+SUFFIX = ".msg"
 MIN_FREE_INODES = 1000
 
 _libc: Any = None
@@ -80,7 +86,7 @@ def new_entry_id() -> str:
 
 @dataclass(slots=True)
 class SpoolEntry:
-    """One spooled message: its id, sidecar metadata and where it currently lives."""
+    """One spooled message: its id, metadata and where it currently lives."""
 
     id: str
     meta: dict[str, Any]
@@ -88,12 +94,8 @@ class SpoolEntry:
     root: Path = field(repr=False)
 
     @property
-    def eml(self) -> Path:
-        return self.root / self.state / f"{self.id}.eml"
-
-    @property
-    def sidecar(self) -> Path:
-        return self.root / self.state / f"{self.id}.json"
+    def path(self) -> Path:
+        return self.root / self.state / f"{self.id}{SUFFIX}"
 
     @property
     def attempts(self) -> int:
@@ -104,7 +106,14 @@ class SpoolEntry:
         return int(self.meta.get("interruptions", 0))
 
     def read(self) -> bytes:
-        return self.eml.read_bytes()
+        """The raw message bytes, exactly as received."""
+        data = self.path.read_bytes()
+        return data[data.index(b"\n") + 1 :]
+
+
+def _encode(meta: dict[str, Any], raw: bytes) -> bytes:
+    # json.dumps never emits a raw newline, so the first line is the whole header.
+    return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +121,6 @@ class RecoveryReport:
     recovered: tuple[str, ...]  # cur/ -> new/ (attempt counted)
     quarantined: tuple[str, ...]  # cur/ -> bad/ (too many attempts)
     removed_tmp: int
-    removed_orphans: int
 
 
 class Spool:
@@ -165,12 +173,12 @@ class Spool:
         # File creation dominates the cost of a batch on a busy disk; the syscalls
         # release the GIL, so a few threads create a batch's files side by side.
         if len(prepared) > 1:
-            outcomes = list(self._io.map(self._write_pair, prepared))
+            outcomes = list(self._io.map(self._write_one, prepared))
         else:
-            outcomes = [self._write_pair(p) for p in prepared]
+            outcomes = [self._write_one(p) for p in prepared]
         written: list[tuple[int, SpoolEntry]] = []
         results: list[SpoolEntry | BaseException] = []
-        for (entry, _, _), error in zip(prepared, outcomes, strict=True):
+        for (entry, _), error in zip(prepared, outcomes, strict=True):
             if error is not None:
                 results.append(error)
             else:
@@ -181,22 +189,19 @@ class Spool:
         try:
             self._barrier([e for _, e in written])
             for _, entry in written:
-                os.rename(tmp / f"{entry.id}.json", entry.sidecar)
-                os.rename(tmp / f"{entry.id}.eml", entry.eml)
+                os.rename(tmp / f"{entry.id}{SUFFIX}", entry.path)
             _fsync_dir(self.root / "new")
         except OSError as exc:
             err = _map_os_error(exc)
             for idx, entry in written:
-                self._unlink_quietly(
-                    tmp / f"{entry.id}.json", tmp / f"{entry.id}.eml", entry.eml, entry.sidecar
-                )
+                self._unlink_quietly(tmp / f"{entry.id}{SUFFIX}", entry.path)
                 results[idx] = err
             return results
         for callback in self._listeners:
             callback()
         return results
 
-    def _prepare(self, raw: bytes, meta: dict[str, Any]) -> tuple[SpoolEntry, bytes, bytes]:
+    def _prepare(self, raw: bytes, meta: dict[str, Any]) -> tuple[SpoolEntry, bytes]:
         entry_id = new_entry_id()
         full = {
             **meta,
@@ -205,17 +210,16 @@ class Spool:
             "sha256": hashlib.sha256(raw).hexdigest(),
             "attempts": 0,
         }
-        return SpoolEntry(entry_id, full, "new", self.root), raw, json.dumps(full).encode()
+        return SpoolEntry(entry_id, full, "new", self.root), _encode(full, raw)
 
-    def _write_pair(self, item: tuple[SpoolEntry, bytes, bytes]) -> BaseException | None:
-        """Write one entry's sidecar and message into tmp/; the error instead of raising."""
-        entry, raw, sidecar = item
-        tmp = self.root / "tmp"
+    def _write_one(self, item: tuple[SpoolEntry, bytes]) -> BaseException | None:
+        """Write one entry into tmp/; the error instead of raising."""
+        entry, data = item
+        path = self.root / "tmp" / f"{entry.id}{SUFFIX}"
         try:
-            self._write_file(tmp / f"{entry.id}.json", sidecar, sync=False)
-            self._write_file(tmp / f"{entry.id}.eml", raw, sync=False)
+            self._write_file(path, data, sync=False)
         except OSError as exc:
-            self._unlink_quietly(tmp / f"{entry.id}.json", tmp / f"{entry.id}.eml")
+            self._unlink_quietly(path)
             return _map_os_error(exc)
         return None
 
@@ -229,12 +233,11 @@ class Spool:
         finally:
             os.close(fd)
         for entry in entries:
-            for suffix in (".json", ".eml"):
-                f = os.open(self.root / "tmp" / f"{entry.id}{suffix}", os.O_RDONLY)
-                try:
-                    os.fsync(f)
-                finally:
-                    os.close(f)
+            f = os.open(self.root / "tmp" / f"{entry.id}{SUFFIX}", os.O_RDONLY)
+            try:
+                os.fsync(f)
+            finally:
+                os.close(f)
 
     @staticmethod
     def _write_file(path: Path, data: bytes, *, sync: bool) -> None:
@@ -249,11 +252,13 @@ class Spool:
         finally:
             os.close(fd)
 
-    def _rewrite_sidecar(self, entry: SpoolEntry) -> None:
-        tmp = self.root / "tmp" / f"{entry.id}.json.{secrets.token_hex(4)}"
-        self._write_file(tmp, json.dumps(entry.meta).encode(), sync=True)
-        os.replace(tmp, entry.sidecar)
-        _fsync_dir(entry.sidecar.parent)
+    def _rewrite(self, entry: SpoolEntry) -> None:
+        """Replace the entry's file with new metadata and the same bytes, atomically."""
+        raw = entry.read()
+        tmp = self.root / "tmp" / f"{entry.id}.{secrets.token_hex(4)}{SUFFIX}"
+        self._write_file(tmp, _encode(entry.meta, raw), sync=True)
+        os.replace(tmp, entry.path)
+        _fsync_dir(entry.path.parent)
 
     @staticmethod
     def _unlink_quietly(*paths: Path) -> None:
@@ -265,37 +270,41 @@ class Spool:
 
     def pending(self) -> list[str]:
         """Ids waiting in new/, oldest first."""
-        return sorted(n[:-4] for n in os.listdir(self.root / "new") if n.endswith(".eml"))
+        return sorted(
+            n[: -len(SUFFIX)] for n in os.listdir(self.root / "new") if n.endswith(SUFFIX)
+        )
 
     def depth(self) -> dict[str, int]:
         return {
-            d: sum(1 for n in os.listdir(self.root / d) if n.endswith(".eml"))
+            d: sum(1 for n in os.listdir(self.root / d) if n.endswith(SUFFIX))
             for d in ("new", "cur", "bad")
         }
 
     def claim(self, entry_id: str) -> SpoolEntry | None:
         """Move an entry to cur/; None when another worker (or process) got it first."""
-        new, cur = self.root / "new", self.root / "cur"
+        name = f"{entry_id}{SUFFIX}"
         try:
-            os.rename(new / f"{entry_id}.eml", cur / f"{entry_id}.eml")
+            os.rename(self.root / "new" / name, self.root / "cur" / name)
         except FileNotFoundError:
             return None
-        os.rename(new / f"{entry_id}.json", cur / f"{entry_id}.json")
         return self._load(entry_id, "cur")
 
     def _load(self, entry_id: str, state: str) -> SpoolEntry:
-        sidecar = self.root / state / f"{entry_id}.json"
+        path = self.root / state / f"{entry_id}{SUFFIX}"
+        with open(path, "rb") as f:
+            header = f.readline()
         try:
-            meta = json.loads(sidecar.read_bytes())
-        except FileNotFoundError:
-            # Never lose the message over a missing sidecar: the bytes are what matter.
-            meta = {"id": entry_id, "source": "unknown", "attempts": 0, "sidecar_lost": True}
-            self._write_file(sidecar, json.dumps(meta).encode(), sync=True)
+            meta = json.loads(header)
+            if not isinstance(meta, dict):
+                raise ValueError("metadata is not an object")
+        except ValueError:
+            # Never lose a message over damaged metadata: keep the bytes, say so.
+            meta = {"id": entry_id, "source": "unknown", "attempts": 0, "metadata_lost": True}
         return SpoolEntry(entry_id, meta, state, self.root)
 
     def complete(self, entry: SpoolEntry) -> None:
         """Forget an entry whose database row is committed."""
-        self._unlink_quietly(entry.eml, entry.sidecar)
+        self._unlink_quietly(entry.path)
 
     def release(self, entry: SpoolEntry, *, count_attempt: bool, reason: str = "") -> bool:
         """Put a claimed entry back in new/; False when it went to bad/ instead."""
@@ -305,7 +314,7 @@ class Spool:
             if entry.attempts >= self.max_attempts:
                 self.quarantine(entry, f"failed {entry.attempts} times; last error: {reason}")
                 return False
-            self._rewrite_sidecar(entry)
+            self._rewrite(entry)
         self._move(entry, "new")
         return True
 
@@ -320,7 +329,7 @@ class Spool:
                 "(a crash loop this message may cause)",
             )
             return False
-        self._rewrite_sidecar(entry)
+        self._rewrite(entry)
         self._move(entry, "new")
         return True
 
@@ -328,36 +337,35 @@ class Spool:
         """Move an entry to bad/ with ``reason``; an admin can retry it later."""
         entry.meta["quarantine_reason"] = reason
         entry.meta["quarantined_at"] = time.time()
-        self._rewrite_sidecar(entry)
+        self._rewrite(entry)
         self._move(entry, "bad")
 
     def _move(self, entry: SpoolEntry, state: str) -> None:
         target = self.root / state
-        os.rename(entry.sidecar, target / f"{entry.id}.json")
-        os.rename(entry.eml, target / f"{entry.id}.eml")
+        os.rename(entry.path, target / entry.path.name)
         entry.state = state
         _fsync_dir(target)
 
     def quarantined(self) -> Iterator[SpoolEntry]:
         for n in sorted(os.listdir(self.root / "bad")):
-            if n.endswith(".eml"):
-                yield self._load(n[:-4], "bad")
+            if n.endswith(SUFFIX):
+                yield self._load(n[: -len(SUFFIX)], "bad")
 
     def get(self, entry_id: str) -> SpoolEntry | None:
         for state in ("new", "cur", "bad"):
-            if (self.root / state / f"{entry_id}.eml").exists():
+            if (self.root / state / f"{entry_id}{SUFFIX}").exists():
                 return self._load(entry_id, state)
         return None
 
     def retry(self, entry_id: str) -> bool:
         """Move a quarantined entry back to new/ with its attempts reset."""
-        if not (self.root / "bad" / f"{entry_id}.eml").exists():
+        if not (self.root / "bad" / f"{entry_id}{SUFFIX}").exists():
             return False
         entry = self._load(entry_id, "bad")
         entry.meta["attempts"] = 0
         entry.meta["interruptions"] = 0
         entry.meta.pop("quarantine_reason", None)
-        self._rewrite_sidecar(entry)
+        self._rewrite(entry)
         self._move(entry, "new")
         for callback in self._listeners:
             callback()
@@ -372,29 +380,12 @@ class Spool:
             removed_tmp += 1
         recovered: list[str] = []
         quarantined: list[str] = []
-        cur = self.root / "cur"
-        for n in sorted(os.listdir(cur)):
-            if not n.endswith(".eml"):
+        for n in sorted(os.listdir(self.root / "cur")):
+            if not n.endswith(SUFFIX):
                 continue
-            entry_id = n[:-4]
-            stray = self.root / "new" / f"{entry_id}.json"
-            if stray.exists() and not (cur / f"{entry_id}.json").exists():
-                os.rename(stray, cur / f"{entry_id}.json")
-            entry = self._load(entry_id, "cur")
-            if self._interrupted(entry):
-                recovered.append(entry_id)
-            else:
-                quarantined.append(entry_id)
-        removed = 0
-        for d in ("new", "cur"):
-            for n in os.listdir(self.root / d):
-                if n.endswith(".json") and not (self.root / d / f"{n[:-5]}.eml").exists():
-                    if d == "cur" and (self.root / "new" / f"{n[:-5]}.eml").exists():
-                        os.rename(self.root / d / n, self.root / "new" / n)
-                        continue
-                    self._unlink_quietly(self.root / d / n)
-                    removed += 1
-        return RecoveryReport(tuple(recovered), tuple(quarantined), removed_tmp, removed)
+            entry = self._load(n[: -len(SUFFIX)], "cur")
+            (recovered if self._interrupted(entry) else quarantined).append(entry.id)
+        return RecoveryReport(tuple(recovered), tuple(quarantined), removed_tmp)
 
     def oldest_age(self) -> float | None:
         """Seconds since the oldest pending entry was spooled, or None when empty."""

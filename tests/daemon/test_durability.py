@@ -33,7 +33,7 @@ def db_path(d: Daemon) -> Path:
 
 def spool_empty(d: Daemon) -> bool:
     root = d.config.parent / "spool"
-    return not any(n.endswith(".eml") for sub in ("new", "cur") for n in os.listdir(root / sub))
+    return not any(n.endswith(".msg") for sub in ("new", "cur") for n in os.listdir(root / sub))
 
 
 def stored_nonces(d: Daemon) -> dict[str, int]:
@@ -198,7 +198,7 @@ def test_dur03_fsyncs_happen_before_the_250(
 
     new_dir = str(d.config.parent / "spool" / "new")
     flush = first(lambda ln: ("syncfs(" in ln or "fsync(" in ln) and "unfinished" not in ln)
-    rename_eml = first(lambda ln: "rename(" in ln and ".eml" in ln and "/new/" in ln)
+    rename_eml = first(lambda ln: "rename(" in ln and ".msg" in ln and "/new/" in ln)
     open_dir = first(lambda ln: "openat(" in ln and f'"{new_dir}"' in ln, rename_eml)
     fd = lines[open_dir].rsplit("=", 1)[1].strip()
     dir_sync_done = first(

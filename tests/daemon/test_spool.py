@@ -16,13 +16,15 @@ from support.intake import Intake
 from support.mail import data_reply, message
 
 
-def test_put_makes_entry_visible_with_sidecar(tmp_path: Path) -> None:
-    """A put leaves exactly one .eml and one .json in new/, with the bytes unchanged."""
+def test_put_makes_one_file_with_metadata_line_then_raw_bytes(tmp_path: Path) -> None:
+    """A put leaves exactly one file in new/: a JSON line, then the bytes unchanged."""
     spool = Spool(tmp_path)
     entry = spool.put(b"Subject: x\r\n\r\nbody\r\n", {"source": "smtp"})
     assert spool.pending() == [entry.id]
-    assert (tmp_path / "new" / f"{entry.id}.eml").read_bytes() == b"Subject: x\r\n\r\nbody\r\n"
-    meta = json.loads((tmp_path / "new" / f"{entry.id}.json").read_text())
+    assert os.listdir(tmp_path / "new") == [f"{entry.id}.msg"]
+    header, raw = (tmp_path / "new" / f"{entry.id}.msg").read_bytes().split(b"\n", 1)
+    assert raw == b"Subject: x\r\n\r\nbody\r\n" == entry.read()
+    meta = json.loads(header)
     assert meta["source"] == "smtp" and meta["size"] == 20 and len(meta["sha256"]) == 64
     assert os.listdir(tmp_path / "tmp") == []
 
@@ -91,23 +93,34 @@ def test_counted_failures_quarantine_at_max_attempts(tmp_path: Path) -> None:
     assert "failed 3 times; last error: boom 2" in bad.meta["quarantine_reason"]
 
 
-def test_recover_removes_tmp_and_orphan_sidecars(tmp_path: Path) -> None:
+def test_recover_removes_half_written_files(tmp_path: Path) -> None:
     """Half-written files were never acknowledged, so start-up removes them."""
     spool = Spool(tmp_path)
-    (tmp_path / "tmp" / "half.eml").write_bytes(b"partial")
-    (tmp_path / "new" / "orphan.json").write_text("{}")
+    (tmp_path / "tmp" / "half.msg").write_bytes(b"partial")
     report = spool.recover()
-    assert report.removed_tmp == 1 and report.removed_orphans == 1
+    assert report.removed_tmp == 1
     assert os.listdir(tmp_path / "tmp") == [] and os.listdir(tmp_path / "new") == []
 
 
-def test_eml_without_sidecar_is_kept(tmp_path: Path) -> None:
-    """A lost sidecar never costs the message: a minimal one is recreated."""
+def test_damaged_metadata_never_costs_the_message(tmp_path: Path) -> None:
+    """A garbled metadata line is reported, and the message bytes are still served."""
     spool = Spool(tmp_path)
     entry = spool.put(b"keep me", {})
-    (tmp_path / "new" / f"{entry.id}.json").unlink()
+    (tmp_path / "new" / f"{entry.id}.msg").write_bytes(b"{not json\nkeep me")
     got = spool.get(entry.id)
-    assert got is not None and got.read() == b"keep me" and got.meta["sidecar_lost"]
+    assert got is not None and got.read() == b"keep me" and got.meta["metadata_lost"]
+
+
+def test_counter_rewrite_keeps_bytes_exact(tmp_path: Path) -> None:
+    """Rewriting an entry's counters leaves its message bytes untouched, even binary ones."""
+    spool = Spool(tmp_path)
+    raw = bytes(range(256)) * 10 + b"\n\r\n"
+    entry = spool.put(raw, {"source": "smtp"})
+    claimed = spool.claim(entry.id)
+    assert claimed is not None
+    spool.release(claimed, count_attempt=True, reason="boom")
+    again = spool.get(entry.id)
+    assert again is not None and again.read() == raw and again.attempts == 1
 
 
 def test_release_without_counting_keeps_attempts(tmp_path: Path) -> None:
