@@ -344,6 +344,8 @@ class Bench:
             f'listen = "{HOST}:{port}"\n'
             f'hostname = "{HELO_NAME}"\n'
             'domains = ["example.com"]\n'
+            "[pipeline]\n"
+            f"nice = {self.args.nice}\n"
             "[log]\n"
             'level = "warning"\n'
             'format = "json"\n'
@@ -518,6 +520,9 @@ def _arg_parser() -> argparse.ArgumentParser:
         "cost from the cost of ingesting concurrently (not how production runs)",
     )
     p.add_argument("--serve-baseline", metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--nice", type=int, default=19, help="[pipeline] nice of the daemon under test (19)"
+    )
     p.add_argument("--serve-intake-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     return p

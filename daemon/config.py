@@ -58,7 +58,7 @@ class PipelineConfig:
     parse_timeout: float = 30.0
     max_attempts: int = 3
     max_interruptions: int = 10
-    nice: int = 10
+    nice: int = 19
     poll_interval: float = 1.0
 
 
