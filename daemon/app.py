@@ -1,9 +1,10 @@
 """The supervisor: build every part from the config, run them, stop them in order.
 
 Start order matters for durability: the database schema is current and the
-spool recovered before the SMTP listener accepts anything. Stop order is the
-reverse: stop accepting (``421``), let in-flight sessions finish, flush the
-spool writer, let the ingest workers finish their current message.
+spool recovered before the SMTP listener accepts anything or an IMAP worker
+fetches. Stop order is the reverse: stop fetching, stop accepting (``421``),
+let in-flight sessions finish, flush the spool writer, let the ingest process
+finish its current message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from daemon.config import Config
+from daemon.imap import ImapIntake
 from daemon.ingest_process import IngestProcess
 from daemon.logging import get_logger
 from daemon.parts import open_parts
@@ -72,12 +74,17 @@ async def serve(cfg: Config) -> int:
                 await asyncio.to_thread(ingest.stop)
                 writer.stop()
                 return 1
+            imap = ImapIntake(
+                cfg.imap, spool=parts.spool, db=parts.db, max_size=cfg.smtp.max_message_size
+            )
+            imap.start()
             log.info(
                 "daemon.ready",
                 smtp=f"{host}:{port}",
                 database=parts.db.backend,
                 spool=cfg.storage.spool,
                 config=cfg.source,
+                imap_folders=len(imap.workers),
             )
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -91,6 +98,7 @@ async def serve(cfg: Config) -> int:
                     exit_code = 1
                     break
             log.info("daemon.stopping")
+            await asyncio.to_thread(imap.stop)
             await server.stop(STOP_GRACE)
             await asyncio.to_thread(writer.stop)
             await asyncio.to_thread(ingest.stop)

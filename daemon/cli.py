@@ -33,9 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the daemon in the foreground")
     sub.add_parser("check-config", help="validate the config and print the effective values")
 
-    ing = sub.add_parser("ingest", help="ingest .eml files, mbox files or Maildir folders")
-    ing.add_argument("paths", nargs="+", metavar="PATH")
+    ing = sub.add_parser(
+        "ingest", help="ingest .eml files, mbox files, Maildirs or an IMAP account"
+    )
+    ing.add_argument("paths", nargs="*", metavar="PATH")
     ing.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ing.add_argument("--imap", metavar="NAME", help="fetch this [[imap]] account instead of files")
+    ing.add_argument("--once", action="store_true", help="with --imap: fetch once and exit")
+    ing.add_argument(
+        "--since",
+        metavar="DATE",
+        help="with --imap: import history from DATE "
+        "(YYYY-MM-DD) on, marked as backfill: no acknowledgements",
+    )
+
+    st = sub.add_parser("status", help="spool depth and the state of each IMAP folder")
+    st.add_argument("--json", action="store_true")
 
     tickets = sub.add_parser("tickets", help="list and show tickets")
     tsub = tickets.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -74,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers: dict[tuple[str, str | None], Any] = {
         ("ingest", None): commands.ingest,
+        ("status", None): commands.status,
         ("tickets", "list"): commands.tickets_list,
         ("tickets", "show"): commands.tickets_show,
         ("quarantine", "list"): commands.quarantine_list,

@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from imapclient.exceptions import LoginError
 from tqdm import tqdm
 
 from daemon import sources
 from daemon.config import Config
+from daemon.imap import FolderWorker, instance_id
 from daemon.ingest import Outcome
 from daemon.parts import Parts, open_parts
+from storage import imapstate
 from storage import repository as repo
 from storage.models import Message, Ticket
 
@@ -32,6 +36,10 @@ def _iso(value: datetime | None) -> str | None:
 
 def ingest(cfg: Config, args: argparse.Namespace) -> int:
     """Spool each message durably, then run it through the same pipeline as SMTP mail."""
+    if args.imap:
+        return ingest_imap(cfg, args)
+    if not args.paths:
+        raise UsageError("ingest needs PATH… or --imap NAME")
     summary: Counter[str] = Counter()
     try:
         items = sources.expand(args.paths)
@@ -52,6 +60,10 @@ def ingest(cfg: Config, args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from exc
         finally:
             bar.close()
+    return _report(summary, args.json)
+
+
+def _report(summary: Counter[str], as_json: bool) -> int:
     report = {
         "ingested": summary["stored"],
         "duplicate": summary["duplicate"] + summary["already_stored"],
@@ -59,11 +71,108 @@ def ingest(cfg: Config, args: argparse.Namespace) -> int:
         "handed_to_daemon": summary["handed_to_daemon"],
         "failed": summary["failed"],
     }
-    if args.json:
+    if as_json:
         print(json.dumps(report))
     else:
         print(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.items()))
     return 0 if report["failed"] == 0 else 1
+
+
+def ingest_imap(cfg: Config, args: argparse.Namespace) -> int:
+    """Fetch one [[imap]] account once, through the spool, and process what came."""
+    account = next((a for a in cfg.imap if a.name == args.imap), None)
+    if account is None:
+        names = ", ".join(a.name for a in cfg.imap) or "none configured"
+        raise UsageError(f"no [[imap]] account named {args.imap!r} (accounts: {names})")
+    if not args.once:
+        raise UsageError("--imap fetches continuously only inside `buzon run`; add --once")
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since).replace(tzinfo=UTC)
+        except ValueError as exc:
+            raise UsageError(f"--since {args.since!r}: use a date like 2026-01-31") from exc
+    summary: Counter[str] = Counter()
+    spooled: list[str] = []
+    with open_parts(cfg, recover=False) as parts:
+        bar = tqdm(unit="msg", file=sys.stderr, disable=not sys.stderr.isatty())
+        holder = instance_id()
+        for folder in account.folders:
+            worker = FolderWorker(
+                account,
+                folder,
+                spool=parts.spool,
+                db=parts.db,
+                holder=holder,
+                max_size=cfg.smtp.max_message_size,
+                stop=threading.Event(),
+                backfill=since is not None,
+                on_spooled=spooled.extend,
+            )
+            if not worker.acquire():
+                print(
+                    f"buzon: {account.name}/{folder} is being fetched by a running daemon; skipped",
+                    file=sys.stderr,
+                )
+                continue
+            try:
+                with worker.connect() as client:
+                    worker.session(client, idle=False, since=since, on_batch=bar.update)
+            except LoginError as exc:
+                raise UsageError(f"{account.name}: login failed: {exc}") from exc
+            finally:
+                worker.release()
+        bar.close()
+        for entry_id in spooled:
+            summary[_process_until_settled(parts, entry_id).outcome] += 1
+    return _report(summary, args.json)
+
+
+def status(cfg: Config, args: argparse.Namespace) -> int:
+    """One screen: spool depth and age, and every IMAP folder's state."""
+    with open_parts(cfg, recover=False) as parts:
+        depth = parts.spool.depth()
+        oldest = parts.spool.oldest_age()
+        with parts.db.transaction() as session:
+            folders = [
+                {
+                    "account": f.account,
+                    "folder": f.folder,
+                    "state": f.state,
+                    "last_uid": f.last_uid,
+                    "uidvalidity": f.uidvalidity,
+                    "last_fetch_at": _iso(f.last_fetch_at),
+                    "last_fetched": f.last_fetched,
+                    "lag_seconds": f.lag_seconds,
+                    "holder": f.holder,
+                    "lease_until": _iso(f.lease_until),
+                    "last_error": f.last_error,
+                }
+                for f in imapstate.folders(session)
+            ]
+            counts = repo.counts(session)
+    data = {
+        "spool": {**depth, "oldest_pending_seconds": oldest},
+        "imap": folders,
+        "database": counts,
+    }
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
+    age = f", oldest waiting {oldest:.0f} s" if oldest is not None else ""
+    print(
+        f"spool: {depth['new']} waiting, {depth['cur']} in progress, "
+        f"{depth['bad']} quarantined{age}"
+    )
+    print("database: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for f in folders:
+        lag = f"lag {f['lag_seconds']:.0f} s" if f["lag_seconds"] is not None else "no fetch yet"
+        print(
+            f"imap {f['account']}/{f['folder']}: {f['state']}, last UID {f['last_uid']}, "
+            f"last fetch {f['last_fetch_at'] or '-'}, {lag}"
+            + (f", error: {_one_line(str(f['last_error']), 80)}" if f["last_error"] else "")
+        )
+    return 0
 
 
 def _ingest_batch(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 import socket
+import subprocess
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -69,11 +70,52 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapAccount:
+    """One ``[[imap]]`` mailbox to pull from."""
+
+    name: str = ""
+    host: str = ""
+    port: int = 993
+    security: str = "tls"  # tls | starttls | none (loopback only)
+    username: str = ""
+    password_file: str = ""
+    password_env: str = ""
+    auth: str = "password"  # password | xoauth2
+    token_file: str = ""
+    token_command: str = ""
+    folders: tuple[str, ...] = ("INBOX",)
+    after: str = "keep"  # keep | seen | move:<folder>
+    poll_interval: float = 60.0
+    timeout: float = 60.0
+    batch_size: int = 50
+
+    def secret(self, environ: dict[str, str] | None = None) -> str:
+        """The password or access token, read now (files can be rotated under us)."""
+        env = os.environ if environ is None else environ
+        if self.auth == "xoauth2":
+            if self.token_file:
+                return Path(self.token_file).read_text().strip()
+            out = subprocess.run(  # noqa: S602 — an admin-supplied command, by design
+                self.token_command,
+                shell=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            return out.stdout.strip()
+        if self.password_file:
+            return Path(self.password_file).read_text().rstrip("\r\n")
+        return env[self.password_env]
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    imap: tuple[ImapAccount, ...] = ()
     source: str = "<embedded default>"
 
     def sqlite_path(self) -> Path | None:
@@ -87,11 +129,15 @@ class Config:
         """The effective configuration as plain data, with secrets masked."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "source":
+            if f.name in ("source", "imap"):
                 continue
             section = getattr(self, f.name)
             out[f.name] = {k.name: _mask(k.name, getattr(section, k.name)) for k in fields(section)}
         out["storage"]["database"] = _mask_url(out["storage"]["database"])
+        out["imap"] = [
+            {k.name: _mask(k.name, getattr(acct, k.name)) for k in fields(acct)}
+            for acct in self.imap
+        ]
         return out
 
 
@@ -104,6 +150,8 @@ SECTIONS: dict[str, type[Any]] = {
 
 
 def _mask(name: str, value: Any) -> Any:
+    if name in ("password_file", "password_env", "token_file", "token_command"):
+        return value  # where the secret comes from is not the secret
     if any(s in name for s in ("password", "secret", "token")) and value:
         return "********"
     return list(value) if isinstance(value, tuple) else value
@@ -222,7 +270,56 @@ def _validate_smtp(smtp: SmtpConfig) -> None:
         raise ConfigError("[smtp] max_line_length: RFC 5321 requires at least 1000 octets")
 
 
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _validate_imap(accounts: tuple[ImapAccount, ...]) -> None:
+    seen: set[str] = set()
+    for i, a in enumerate(accounts):
+        where = f"[[imap]] #{i + 1}" + (f" ({a.name})" if a.name else "")
+        if not a.name or not a.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f'{where} name: give each account a short name like "support"')
+        if a.name in seen:
+            raise ConfigError(f"{where} name: {a.name!r} is used twice; names must be unique")
+        seen.add(a.name)
+        if not a.host or not a.username:
+            raise ConfigError(f"{where}: host and username are required")
+        if a.security not in ("tls", "starttls", "none"):
+            raise ConfigError(f'{where} security: use "tls", "starttls" or "none"')
+        if a.security == "none" and a.host not in LOOPBACK and not a.host.startswith("127."):
+            raise ConfigError(
+                f'{where} security = "none" sends the password in clear text; it is only '
+                f'allowed for a loopback host, not {a.host!r}: use "tls" or "starttls"'
+            )
+        if not 0 < a.port < 65536:
+            raise ConfigError(f"{where} port: {a.port} is not a TCP port")
+        _validate_imap_auth(where, a)
+        if not (a.after in ("keep", "seen") or (a.after.startswith("move:") and a.after[5:])):
+            raise ConfigError(f'{where} after: use "keep", "seen" or "move:<folder>"')
+        if not a.folders:
+            raise ConfigError(f'{where} folders: list at least one folder, e.g. ["INBOX"]')
+        if a.batch_size < 1 or a.poll_interval <= 0 or a.timeout <= 0:
+            raise ConfigError(f"{where}: batch_size, poll_interval and timeout must be positive")
+
+
+def _validate_imap_auth(where: str, a: ImapAccount) -> None:
+    if a.auth == "password":
+        if bool(a.password_file) == bool(a.password_env):
+            raise ConfigError(
+                f"{where}: set exactly one of password_file or password_env "
+                "(never the password itself in this file)"
+            )
+        if a.password_file and not Path(a.password_file).is_file():
+            raise ConfigError(f"{where} password_file: {a.password_file} does not exist")
+    elif a.auth == "xoauth2":
+        if bool(a.token_file) == bool(a.token_command):
+            raise ConfigError(f"{where}: xoauth2 needs exactly one of token_file or token_command")
+    else:
+        raise ConfigError(f'{where} auth: use "password" or "xoauth2"')
+
+
 def _validate_rest(cfg: Config) -> None:
+    _validate_imap(cfg.imap)
     if cfg.pipeline.parse_workers < 1:
         raise ConfigError("[pipeline] parse_workers: must be at least 1")
     if cfg.pipeline.max_attempts < 1:
@@ -256,10 +353,15 @@ def parse(text: str, *, base: Path, source: str) -> Config:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     sections: dict[str, Any] = {}
     for name, value in data.items():
+        if name == "imap":
+            if not isinstance(value, list):
+                raise ConfigError("[imap] must be written [[imap]] (one table per account)")
+            sections["imap"] = tuple(_section("[imap]", ImapAccount, v) for v in value)
+            continue
         if name not in SECTIONS:
             raise ConfigError(
                 f"[{name}]: unknown section; {_suggest(name, list(SECTIONS))}"
-                f"known sections are {', '.join(SECTIONS)} (see {SAMPLE})"
+                f"known sections are {', '.join(SECTIONS)}, [[imap]] (see {SAMPLE})"
             )
         sections[name] = _section(name, SECTIONS[name], value)
     cfg = Config(**sections, source=source)
@@ -281,7 +383,15 @@ def finalise(cfg: Config, base: Path) -> Config:
         addresses=tuple(a.lower().strip() for a in smtp.addresses),
         hostname=smtp.hostname or socket.gethostname(),
     )
-    cfg = replace(cfg, storage=storage, smtp=smtp)
+    imap = tuple(
+        replace(
+            a,
+            password_file=_resolve(base, a.password_file) if a.password_file else "",
+            token_file=_resolve(base, a.token_file) if a.token_file else "",
+        )
+        for a in cfg.imap
+    )
+    cfg = replace(cfg, storage=storage, smtp=smtp, imap=imap)
     _validate(cfg)
     return cfg
 

@@ -14,12 +14,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -186,3 +188,29 @@ class Contact(Base):
     name: Mapped[str] = mapped_column(SafeText, default="")
     customer: Mapped[str] = mapped_column(SafeString(998), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ImapFolderState(Base):
+    """Per IMAP account and folder: the durable checkpoint, the fetch lease and status.
+
+    ``last_uid`` only ever covers UIDs whose messages are durably spooled; the
+    lease (``holder`` until ``lease_until``) keeps two instances from fetching
+    one folder at once, and lets another take over when a holder dies.
+    """
+
+    __tablename__ = "imap_folders"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(SafeString(255))
+    folder: Mapped[str] = mapped_column(SafeString(998))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    holder: Mapped[str] = mapped_column(SafeString(255), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    state: Mapped[str] = mapped_column(String(32), default="new")
+    last_error: Mapped[str] = mapped_column(SafeText, default="")
+    last_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_fetched: Mapped[int] = mapped_column(Integer, default=0)
+    lag_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (UniqueConstraint("account", "folder"),)

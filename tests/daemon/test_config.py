@@ -102,7 +102,52 @@ def test_sample_config_is_valid_and_documents_every_key(tmp_path: Path) -> None:
     sample = Path(__file__).resolve().parents[2] / "buzon.example.toml"
     text = sample.read_text()
     parse(text.replace('"/var/lib/buzon', f'"{tmp_path}'), tmp_path)
-    for section, cls in config_mod.SECTIONS.items():
+    for section, cls in [*config_mod.SECTIONS.items(), ("[imap]", config_mod.ImapAccount)]:
         assert f"[{section}]" in text
         for name in cls.__dataclass_fields__:
             assert f"{name} =" in text, f"[{section}] {name} is not documented in the sample"
+
+
+IMAP_OK = """
+[[imap]]
+name = "support"
+host = "127.0.0.1"
+port = 1143
+security = "none"
+username = "support"
+password_env = "IMAP_PW"
+"""
+
+
+def test_imap_accounts_are_read(tmp_path: Path) -> None:
+    """[[imap]] tables become typed accounts with their defaults filled in."""
+    cfg = parse(IMAP_OK + IMAP_OK.replace('"support"\nhost', '"other"\nhost'), tmp_path)
+    assert [a.name for a in cfg.imap] == ["support", "other"]
+    assert cfg.imap[0].folders == ("INBOX",) and cfg.imap[0].after == "keep"
+    assert cfg.imap[0].secret({"IMAP_PW": "pw"}) == "pw"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('"127.0.0.1"', '"imap.example.com"'), "only allowed for a loopback host"),
+        (('password_env = "IMAP_PW"', 'password = "x"'), "[[imap]] password: unknown key"),
+        (('password_env = "IMAP_PW"', ""), "set exactly one of password_file or password_env"),
+        (('security = "none"', 'security = "ssl"'), 'security: use "tls"'),
+        (("port = 1143", 'port = 1143\nafter = "delete"'), 'after: use "keep"'),
+        (('password_env = "IMAP_PW"', 'password_file = "missing.pw"'), "does not exist"),
+    ],
+)
+def test_invalid_imap_account_names_key_and_fix(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    """IMAP mistakes are refused at start with the account and the fix named."""
+    with pytest.raises(ConfigError) as err:
+        parse(IMAP_OK.replace(*change), tmp_path)
+    assert expected in str(err.value)
+
+
+def test_duplicate_imap_names_are_refused(tmp_path: Path) -> None:
+    """Two accounts with one name would share a checkpoint: refused."""
+    with pytest.raises(ConfigError, match="used twice"):
+        parse(IMAP_OK + IMAP_OK, tmp_path)

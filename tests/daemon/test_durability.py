@@ -268,3 +268,77 @@ def test_ingest_process_death_stops_the_daemon_and_loses_nothing(
         smtp.sendmail("ana@cliente.es", ["support@example.com"], message("después"))
     d.wait_event("ticket.created")
     assert d.stop() == 0
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_smtp03_oversized_message_is_refused_with_bounded_memory(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """SMTP-03: 60 MB sent at a 10 MB limit gets 552, and the daemon's memory does not
+    grow with what the client sends (data past the limit is discarded as it arrives)."""
+    d = daemon_factory("smtp03")
+    assert d.proc is not None
+    before = _rss_kib(d.proc.pid)
+    peak = [before]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_kib(d.proc.pid))  # type: ignore[union-attr]
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    line = b"z" * 998 + b"\r\n"
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", d.port), timeout=60) as sock,
+            sock.makefile("rb") as f,
+        ):
+            f.readline()
+            for cmd in (
+                b"EHLO t\r\n",
+                b"MAIL FROM:<ana@cliente.es>\r\n",
+                b"RCPT TO:<support@example.com>\r\n",
+                b"DATA\r\n",
+            ):
+                sock.sendall(cmd)
+                while f.readline()[3:4] == b"-":
+                    pass
+            sock.sendall(b"Subject: huge\r\n\r\n")
+            chunk = line * 1000  # 1 MB
+            for _ in range(60):
+                sock.sendall(chunk)
+            sock.sendall(b".\r\n")
+            reply = f.readline()
+    finally:
+        done.set()
+        watcher.join()
+    assert reply.startswith(b"552")
+    assert peak[0] - before < 30 * 1024, f"RSS grew by {(peak[0] - before) // 1024} MiB"
+    assert os.listdir(d.config.parent / "spool" / "new") == []
+
+
+def test_buzon_ingest_beside_a_running_daemon(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """`buzon ingest` while the daemon runs on the same spool and database: every message
+    is stored once, whichever of the two processed it."""
+    d = daemon_factory("beside")
+    files = []
+    for i in range(40):
+        f = tmp_path / f"m{i}.eml"
+        f.write_bytes(message(f"lote {i}", nonce=uuid.uuid4().hex))
+        files.append(str(f))
+    summary = json.loads(d.cli("ingest", "--json", *files).stdout)
+    assert summary["failed"] == 0
+    assert summary["ingested"] + summary["handed_to_daemon"] == 40
+    wait_until(lambda: spool_empty(d), 60, what="daemon to finish what it was handed")
+    assert sorted(stored_nonces(d).values()) == [1] * 40
+    assert d.stop() == 0

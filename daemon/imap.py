@@ -1,0 +1,434 @@
+"""IMAP intake: pull mail from configured mailboxes into the spool, exactly once.
+
+One thread per account and folder (imapclient blocks; threads keep it off the
+event loop). A worker fetches only while it holds the folder's lease. It reads
+UIDs above its durable checkpoint in batches with ``BODY.PEEK[]`` (it never sets
+or relies on ``\\Seen``), checks ``RFC822.SIZE`` before fetching a body, writes
+the batch to the spool (durable), and only then advances the checkpoint and
+applies the ``after`` action. A missing or short FETCH answer stops the batch
+before the checkpoint moves, so a UID is never skipped. It then waits with IDLE
+(re-issued every few minutes, well inside RFC 2177's 29) or polls, and
+reconnects with exponential back-off and jitter; a login failure backs off to
+one attempt a minute and recovers by itself once the credentials are fixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from daemon.config import ImapAccount
+from daemon.logging import get_logger
+from daemon.spool import Spool
+from storage import imapstate
+from storage.engine import Database
+
+LEASE_TTL = timedelta(seconds=60)
+IDLE_REFRESH = 300.0  # seconds; RFC 2177 asks for at most 29 minutes
+MAX_BACKOFF = 300.0
+AUTH_BACKOFF = 60.0
+
+
+class LeaseLostError(Exception):
+    """Raised when another instance took the folder over; stop fetching at once."""
+
+
+class ShortFetchError(IMAPClientError):  # type: ignore[misc]
+    """Raised when the server answered FETCH without some of the asked-for bodies."""
+
+
+@dataclass
+class FetchReport:
+    uids: int = 0
+    bytes: int = 0
+    oversize: int = 0
+
+
+def instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Backoff:
+    """Exponential back-off with full jitter, capped."""
+
+    def __init__(self, cap: float = MAX_BACKOFF, base: float = 1.0) -> None:
+        self.cap, self.base, self.failures = cap, base, 0
+
+    def next(self, cap: float | None = None) -> float:
+        self.failures += 1
+        ceiling = min(cap or self.cap, self.base * 2 ** min(self.failures, 16))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 — jitter, not crypto
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class FolderWorker:
+    """Keeps one folder of one account fetched into the spool until stopped."""
+
+    def __init__(
+        self,
+        account: ImapAccount,
+        folder: str,
+        *,
+        spool: Spool,
+        db: Database,
+        holder: str,
+        max_size: int,
+        stop: threading.Event,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        backfill: bool = False,
+        on_spooled: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self.account, self.folder = account, folder
+        self.spool, self.db, self.holder = spool, db, holder
+        self.max_size, self.stop, self.clock = max_size, stop, clock
+        self.source = f"imap:{account.name}/{folder}"
+        self.log = get_logger(component="imap", account=account.name, folder=folder)
+        self.backoff = Backoff()
+        self._renewed = 0.0
+        self.backfill = backfill  # history import: later stages send no acknowledgement
+        self.on_spooled = on_spooled
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Thread target: connect, fetch, wait, repeat; never raises."""
+        while not self.stop.is_set():
+            try:
+                if not self._acquire():
+                    self.stop.wait(LEASE_TTL.total_seconds() / 3)
+                    continue
+                with self.connect() as client:
+                    self.backoff.reset()
+                    self.session(client, idle=True)
+            except LoginError as exc:
+                self._failed("auth", exc, self.backoff.next(cap=AUTH_BACKOFF))
+            except LeaseLostError:
+                self.log.warning("imap.lease_lost", holder=self.holder)
+            except Exception as exc:
+                self._failed("connection", exc, self.backoff.next())
+        self._release()
+
+    def _failed(self, kind: str, exc: BaseException, delay: float) -> None:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        self.log.error(
+            "imap.error",
+            kind=kind,
+            error=reason,
+            retry_in=round(delay, 1),
+            fix="check the password file or token" if kind == "auth" else None,
+        )
+        try:
+            with self.db.transaction() as s:
+                imapstate.set_status(s, self.account.name, self.folder, f"{kind}_failed", reason)
+        except Exception as db_exc:
+            self.log.warning("imap.status_failed", error=repr(db_exc))
+        self.stop.wait(delay)
+
+    @contextmanager
+    def connect(self) -> Iterator[IMAPClient]:
+        a = self.account
+        context = ssl.create_default_context()
+        client = IMAPClient(
+            a.host, port=a.port, ssl=a.security == "tls", ssl_context=context, timeout=a.timeout
+        )
+        try:
+            if a.security == "starttls":
+                client.starttls(context)
+            if a.auth == "xoauth2":
+                client.oauth2_login(a.username, a.secret())
+            else:
+                client.login(a.username, a.secret())
+            self.log.info("imap.connected", host=a.host, port=a.port, security=a.security)
+            yield client
+        finally:
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                client.logout()
+
+    def acquire(self) -> bool:
+        """Take the folder's lease (False when another instance holds it)."""
+        return self._acquire()
+
+    def release(self) -> None:
+        self._release()
+
+    def _acquire(self) -> bool:
+        with self.db.transaction() as s:
+            row = imapstate.acquire(
+                s,
+                self.account.name,
+                self.folder,
+                holder=self.holder,
+                now=self.clock(),
+                ttl=LEASE_TTL,
+            )
+        self._renewed = time.monotonic()
+        return row is not None
+
+    def _renew(self) -> None:
+        if time.monotonic() - self._renewed < LEASE_TTL.total_seconds() / 3:
+            return
+        if not self._acquire():
+            raise LeaseLostError(self.source)
+
+    def _release(self) -> None:
+        try:
+            with self.db.transaction() as s:
+                imapstate.release(s, self.account.name, self.folder, self.holder)
+        except Exception as exc:
+            self.log.warning("imap.release_failed", error=repr(exc))
+
+    # --- one connected session ---------------------------------------------------------
+
+    def session(
+        self,
+        client: IMAPClient,
+        *,
+        idle: bool,
+        since: datetime | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> FetchReport:
+        """Fetch everything new; with ``idle``, keep waiting and fetching until stopped."""
+        readonly = self.account.after == "keep"
+        info = client.select_folder(self.folder, readonly=readonly)
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        with self.db.transaction() as s:
+            row = imapstate.acquire(
+                s,
+                self.account.name,
+                self.folder,
+                holder=self.holder,
+                now=self.clock(),
+                ttl=LEASE_TTL,
+            )
+            if row is None:
+                raise LeaseLostError(self.source)
+            stored_validity, last_uid = row.uidvalidity, row.last_uid
+        if stored_validity is not None and stored_validity != uidvalidity:
+            # The server renumbered the folder: fetch it all again; dedupe recognises
+            # what was already stored, so nothing is duplicated.
+            self.log.warning("imap.uidvalidity_changed", old=stored_validity, new=uidvalidity)
+            last_uid = 0
+        self._catch_up_after_action(client, last_uid)
+        total = FetchReport()
+        while True:
+            report, last_uid = self.fetch_new(client, uidvalidity, last_uid, since, on_batch)
+            total.uids += report.uids
+            total.bytes += report.bytes
+            total.oversize += report.oversize
+            if not idle or self.stop.is_set():
+                return total
+            self._wait_for_mail(client)
+            if self.stop.is_set():
+                return total
+
+    def _wait_for_mail(self, client: IMAPClient) -> None:
+        if b"IDLE" not in client.capabilities():
+            deadline = time.monotonic() + self.account.poll_interval
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                self._renew()
+                self.stop.wait(min(1.0, self.account.poll_interval))
+            client.noop()
+            return
+        client.idle()
+        self.log.debug("imap.idle")
+        deadline = time.monotonic() + IDLE_REFRESH
+        try:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                self._renew()
+                responses = client.idle_check(timeout=1)
+                if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                    return
+        finally:
+            client.idle_done()
+
+    def fetch_new(
+        self,
+        client: IMAPClient,
+        uidvalidity: int,
+        last_uid: int,
+        since: datetime | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> tuple[FetchReport, int]:
+        """Spool every message above ``last_uid``; returns what was done and the new mark."""
+        criteria: list[Any] = ["UID", f"{last_uid + 1}:*"]
+        if since is not None:
+            criteria += ["SINCE", since.date()]
+        # "n:*" always matches the highest UID, even below n: filter.
+        uids = sorted(u for u in client.search(criteria) if u > last_uid)
+        report = FetchReport()
+        size = self.account.batch_size
+        for start in range(0, len(uids), size):
+            batch = uids[start : start + size]
+            self._renew()
+            report.uids += len(batch)
+            report.bytes += self._fetch_batch(client, uidvalidity, batch, report)
+            last_uid = batch[-1]
+            if on_batch is not None:
+                on_batch(len(batch))
+        return report, last_uid
+
+    def _fetch_batch(
+        self, client: IMAPClient, uidvalidity: int, batch: list[int], report: FetchReport
+    ) -> int:
+        meta = client.fetch(batch, ["RFC822.SIZE", "INTERNALDATE"])
+        wanted: list[int] = []
+        for uid in batch:
+            size = int(meta.get(uid, {}).get(b"RFC822.SIZE", 0))
+            if uid not in meta:
+                raise ShortFetchError(f"no FETCH answer for UID {uid}; retrying the batch")
+            if size > self.max_size:
+                report.oversize += 1
+                self.log.error(
+                    "imap.oversize",
+                    uid=uid,
+                    size=size,
+                    limit=self.max_size,
+                    fix="raise [smtp] max_message_size or fetch it by hand",
+                )
+                continue
+            wanted.append(uid)
+        bodies = client.fetch(wanted, ["BODY.PEEK[]"]) if wanted else {}
+        now = self.clock()
+        items: list[tuple[bytes, dict[str, Any]]] = []
+        lag = 0.0
+        for uid in wanted:
+            raw = bodies.get(uid, {}).get(b"BODY[]")
+            if not isinstance(raw, bytes):
+                raise ShortFetchError(f"FETCH returned no body for UID {uid}; retrying")
+            arrived = meta[uid].get(b"INTERNALDATE")
+            if isinstance(arrived, datetime):
+                arrived_utc = arrived if arrived.tzinfo else arrived.astimezone()
+                lag = max(lag, (now - arrived_utc).total_seconds())
+            items.append(
+                (
+                    raw,
+                    {
+                        "source": self.source,
+                        "received_at": now.isoformat(),
+                        "envelope": {
+                            "imap": {
+                                "account": self.account.name,
+                                "folder": self.folder,
+                                "uid": uid,
+                                "uidvalidity": uidvalidity,
+                            }
+                        },
+                        "backfill": self.backfill,
+                    },
+                )
+            )
+        spooled: list[str] = []
+        for result in self.spool.put_many(items) if items else []:
+            if isinstance(result, BaseException):
+                raise result  # nothing is checkpointed: the batch is fetched again
+            spooled.append(result.id)
+        with self.db.transaction() as s:
+            if not imapstate.checkpoint(
+                s,
+                self.account.name,
+                self.folder,
+                self.holder,
+                uidvalidity=uidvalidity,
+                last_uid=batch[-1],
+                fetched=len(items),
+                lag=lag,
+                now=now,
+                ttl=LEASE_TTL,
+            ):
+                raise LeaseLostError(self.source)
+        self._renewed = time.monotonic()
+        if self.on_spooled is not None:
+            self.on_spooled(spooled)
+        self._after_action(client, wanted)
+        nbytes = sum(len(raw) for raw, _ in items)
+        self.log.info(
+            "imap.fetched",
+            count=len(items),
+            first_uid=batch[0],
+            last_uid=batch[-1],
+            bytes=nbytes,
+            lag_s=round(lag, 1),
+        )
+        return nbytes
+
+    def _after_action(self, client: IMAPClient, uids: list[int]) -> None:
+        """Mark or move messages that are durably spooled (never before)."""
+        after = self.account.after
+        if not uids or after == "keep":
+            return
+        if after == "seen":
+            client.add_flags(uids, [b"\\Seen"], silent=True)
+            return
+        target = after.split(":", 1)[1]
+        if b"MOVE" in client.capabilities():
+            client.move(uids, target)
+        else:
+            client.copy(uids, target)
+            client.delete_messages(uids, silent=True)
+            client.uid_expunge(uids) if b"UIDPLUS" in client.capabilities() else client.expunge()
+
+    def _catch_up_after_action(self, client: IMAPClient, last_uid: int) -> None:
+        """Re-apply ``after`` to stored mail a crash left behind between checkpoint and action."""
+        if self.account.after == "keep" or last_uid == 0:
+            return
+        criteria: list[Any] = ["UID", f"1:{last_uid}"]
+        if self.account.after == "seen":
+            criteria.append("UNSEEN")
+        left = [u for u in client.search(criteria) if u <= last_uid]
+        self._after_action(client, left)
+
+
+class ImapIntake:
+    """Starts one FolderWorker thread per configured account and folder."""
+
+    def __init__(
+        self, accounts: tuple[ImapAccount, ...], *, spool: Spool, db: Database, max_size: int
+    ) -> None:
+        self.stop_event = threading.Event()
+        self.holder = instance_id()
+        self.workers = [
+            FolderWorker(
+                a,
+                folder,
+                spool=spool,
+                db=db,
+                holder=self.holder,
+                max_size=max_size,
+                stop=self.stop_event,
+            )
+            for a in accounts
+            for folder in a.folders
+        ]
+        self.threads = [
+            threading.Thread(target=w.run, name=f"imap-{w.account.name}-{w.folder}", daemon=True)
+            for w in self.workers
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self.threads)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
