@@ -157,8 +157,11 @@ class FolderWorker:
             self.log.info("imap.connected", host=a.host, port=a.port, security=a.security)
             yield client
         finally:
-            with contextlib.suppress(Exception):  # the connection may already be gone
+            try:
                 client.logout()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    client.shutdown()
 
     def acquire(self) -> bool:
         """Take the folder's lease (False when another instance holds it)."""

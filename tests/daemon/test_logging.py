@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import structlog
+
 from daemon import logging as logmod
 
 WRITER = """
 import sys
+import structlog
+
 from daemon import logging as logmod
 logmod.configure("info", "json")
 log = logmod.get_logger(component=sys.argv[1])
@@ -45,11 +50,12 @@ def test_lines_from_concurrent_processes_never_interleave(tmp_path: Path) -> Non
 
 def test_console_rendering_escapes_control_characters() -> None:
     """SEC-05 on a terminal: CR, LF and ESC are shown escaped, never acted on."""
-    import io
-
     out = io.StringIO()
     logmod.configure("info", "console", stream=out)
-    logmod.get_logger().info("x.y", subject="a\r\nforged line\x1b[2J")
+    try:
+        logmod.get_logger().info("x.y", subject="a\r\nforged line\x1b[2J")
+    finally:
+        structlog.reset_defaults()  # other tests must not log into this StringIO
     text = out.getvalue()
     assert text.count("\n") == 1 and "\r" not in text and "\x1b" not in text
     assert "x0dx0a" in text.replace("\\", "") and "forged line" in text
