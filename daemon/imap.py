@@ -171,6 +171,10 @@ class FolderWorker:
         self._release()
 
     def _acquire(self) -> bool:
+        return self._lease() is not None
+
+    def _lease(self) -> tuple[int | None, int] | None:
+        """Take or renew the lease; (stored UIDVALIDITY, checkpoint UID) while we hold it."""
         with self.db.transaction() as s:
             row = imapstate.acquire(
                 s,
@@ -180,8 +184,9 @@ class FolderWorker:
                 now=self.clock(),
                 ttl=LEASE_TTL,
             )
+            state = None if row is None else (row.uidvalidity, row.last_uid)
         self._renewed = time.monotonic()
-        return row is not None
+        return state
 
     def _renew(self) -> None:
         if time.monotonic() - self._renewed < LEASE_TTL.total_seconds() / 3:
@@ -210,18 +215,10 @@ class FolderWorker:
         readonly = self.account.after == "keep"
         info = client.select_folder(self.folder, readonly=readonly)
         uidvalidity = int(info[b"UIDVALIDITY"])
-        with self.db.transaction() as s:
-            row = imapstate.acquire(
-                s,
-                self.account.name,
-                self.folder,
-                holder=self.holder,
-                now=self.clock(),
-                ttl=LEASE_TTL,
-            )
-            if row is None:
-                raise LeaseLostError(self.source)
-            stored_validity, last_uid = row.uidvalidity, row.last_uid
+        lease = self._lease()
+        if lease is None:
+            raise LeaseLostError(self.source)
+        stored_validity, last_uid = lease
         if stored_validity is not None and stored_validity != uidvalidity:
             # The server renumbered the folder: fetch it all again; dedupe recognises
             # what was already stored, so nothing is duplicated.
@@ -330,9 +327,11 @@ class FolderWorker:
                                 "folder": self.folder,
                                 "uid": uid,
                                 "uidvalidity": uidvalidity,
-                            }
+                            },
+                            # History import: kept with the delivery so that no
+                            # acknowledgement is ever sent for it.
+                            "backfill": self.backfill,
                         },
-                        "backfill": self.backfill,
                     },
                 )
             )
@@ -356,6 +355,7 @@ class FolderWorker:
             ):
                 raise LeaseLostError(self.source)
         self._renewed = time.monotonic()
+        self.log.debug("imap.checkpoint", uidvalidity=uidvalidity, last_uid=batch[-1])
         if self.on_spooled is not None:
             self.on_spooled(spooled)
         self._after_action(client, wanted)

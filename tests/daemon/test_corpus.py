@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import smtplib
 import sqlite3
 from collections.abc import Callable
@@ -12,8 +11,7 @@ from pathlib import Path
 
 from conftest import corpus_files
 from support.daemon import Daemon, free_port, run_cli, wait_until, write_config
-
-EOL = re.compile(rb"\r\n|\n|\r")
+from support.mail import crlf
 
 
 def stored_hashes(db: Path) -> set[str]:
@@ -48,12 +46,6 @@ def test_parse01_corpus_through_buzon_ingest(corpus: Path, tmp_path: Path) -> No
     quarantined = json.loads(run_cli("--config", str(cfg), "quarantine", "list", "--json").stdout)
     assert all(q["reason"] for q in quarantined)
     assert len(quarantined) == summary["quarantined"]
-
-
-def crlf(data: bytes) -> bytes:
-    """What an MTA puts on the wire: CRLF line ends, and a final CRLF."""
-    data = EOL.sub(b"\r\n", data)
-    return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 def test_parse01_corpus_through_smtp(corpus: Path, daemon_factory: Callable[..., Daemon]) -> None:

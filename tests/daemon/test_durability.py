@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from support.daemon import Daemon, wait_until
-from support.mail import message
+from support.mail import in_data, message
 
 NONCE = re.compile(rb"X-Nonce: ([0-9a-f]{32})")
 
@@ -132,20 +132,7 @@ def test_dur05_hang_up_after_final_dot_then_resend_is_one_message(
     d = daemon_factory("dur05")
     raw = message("colgado", nonce=uuid.uuid4().hex)
     for _ in range(4):
-        with (
-            socket.create_connection(("127.0.0.1", d.port), timeout=10) as sock,
-            sock.makefile("rb") as f,
-        ):
-            f.readline()
-            for cmd in (
-                b"EHLO t\r\n",
-                b"MAIL FROM:<ana@cliente.es>\r\n",
-                b"RCPT TO:<support@example.com>\r\n",
-                b"DATA\r\n",
-            ):
-                sock.sendall(cmd)
-                while f.readline()[3:4] == b"-":
-                    pass
+        with in_data(d.port) as (sock, _):
             sock.sendall(raw + b".\r\n")  # and go away without reading the reply
     wait_until(
         lambda: d.count("message.duplicate") + d.count("message.stored") >= 4,
@@ -297,20 +284,7 @@ def test_smtp03_oversized_message_is_refused_with_bounded_memory(
     watcher.start()
     line = b"z" * 998 + b"\r\n"
     try:
-        with (
-            socket.create_connection(("127.0.0.1", d.port), timeout=60) as sock,
-            sock.makefile("rb") as f,
-        ):
-            f.readline()
-            for cmd in (
-                b"EHLO t\r\n",
-                b"MAIL FROM:<ana@cliente.es>\r\n",
-                b"RCPT TO:<support@example.com>\r\n",
-                b"DATA\r\n",
-            ):
-                sock.sendall(cmd)
-                while f.readline()[3:4] == b"-":
-                    pass
+        with in_data(d.port) as (sock, f):
             sock.sendall(b"Subject: huge\r\n\r\n")
             chunk = line * 1000  # 1 MB
             for _ in range(60):

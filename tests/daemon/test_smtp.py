@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from support.intake import Intake
-from support.mail import message
+from support.mail import message, read_reply
 
 
 @pytest.fixture
@@ -25,20 +25,11 @@ def raw_session(port: int, lines: list[bytes], *, final: bytes = b"QUIT\r\n") ->
         socket.create_connection(("127.0.0.1", port), timeout=20) as sock,
         sock.makefile("rb") as f,
     ):
-
-        def read_reply() -> bytes:
-            out = b""
-            while True:
-                line = f.readline()
-                out += line
-                if len(line) < 4 or line[3:4] != b"-":
-                    return out
-
-        replies.append(read_reply())
+        replies.append(read_reply(f))
         for line in [*lines, final]:
             sock.sendall(line)
             if line.endswith(b"\r\n") and not line.startswith(b"  "):
-                replies.append(read_reply())
+                replies.append(read_reply(f))
     return replies
 
 

@@ -5,22 +5,20 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import sqlite3
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from conftest import corpus_files
 from support.daemon import Daemon, wait_until
 from support.dovecot import Dovecot
 from support.imaptest import NONCE, PASSWORD_ENV
-from support.mail import message, send
-
-EOL = re.compile(rb"\r\n|\n|\r")
+from support.mail import crlf, message, send
 
 
 def imap_extra(port: int, **keys: str) -> str:
@@ -110,11 +108,6 @@ def test_dur02_kill9_while_fetching_a_growing_mailbox(
     assert seen_nonces(dovecot) == set(nonces)
 
 
-def crlf(data: bytes) -> bytes:
-    data = EOL.sub(b"\r\n", data)
-    return data if data.endswith(b"\r\n") else data + b"\r\n"
-
-
 def test_corpus_appended_to_dovecot_is_ingested_byte_exact(
     corpus: Path, dovecot: Dovecot, daemon_factory: Callable[..., Daemon]
 ) -> None:
@@ -199,3 +192,35 @@ def test_ingest_imap_once_and_status(
     assert db_nonces(d) == dict.fromkeys(nonces, 1)
     wrong = d.cli("ingest", "--imap", "nope", "--once", check=False)
     assert wrong.returncode == 2 and "no [[imap]] account named 'nope'" in wrong.stderr
+
+
+def test_ingest_imap_since_imports_history_marked_as_backfill(
+    dovecot: Dovecot, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """`--since DATE` imports only mail that arrived on or after DATE, and marks its
+    spool entries as backfill so no acknowledgement will be sent for it."""
+    old_nonce, new_nonce = uuid.uuid4().hex, uuid.uuid4().hex
+    dovecot.append(
+        "support",
+        "INBOX",
+        message("vieja", nonce=old_nonce),
+        msg_time=datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+    )
+    dovecot.append(
+        "support",
+        "INBOX",
+        message("nueva", nonce=new_nonce),
+        msg_time=datetime(2026, 6, 1, 12, 0, tzinfo=UTC),
+    )
+    d = daemon_factory("since", extra=imap_extra(dovecot.port), start=False)
+    out = json.loads(
+        d.cli("ingest", "--imap", "support", "--once", "--since", "2026-01-01", "--json").stdout
+    )
+    assert out["ingested"] == 1
+    assert db_nonces(d) == {new_nonce: 1}
+    with sqlite3.connect(d.config.parent / "buzon.db") as conn:
+        (envelope,) = conn.execute("SELECT envelope FROM deliveries").fetchone()
+    assert json.loads(envelope)["imap"]["folder"] == "INBOX"
+    assert json.loads(envelope)["backfill"] is True
+    bad = d.cli("ingest", "--imap", "support", "--once", "--since", "yesterday", check=False)
+    assert bad.returncode == 2 and "use a date like" in bad.stderr

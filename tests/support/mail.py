@@ -2,8 +2,50 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
+import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
+
+_EOL = re.compile(rb"\r\n|\n|\r")
+
+
+def crlf(data: bytes) -> bytes:
+    """What an MTA puts on the wire (and IMAP carries): CRLF line ends and a final CRLF."""
+    data = _EOL.sub(b"\r\n", data)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def read_reply(f: BinaryIO) -> bytes:
+    """One whole SMTP reply, multi-line replies included."""
+    out = b""
+    while True:
+        line = f.readline()
+        out += line
+        if len(line) < 4 or line[3:4] != b"-":
+            return out
+
+
+@contextmanager
+def in_data(port: int) -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """A raw SMTP session already past DATA's 354, for tests that control every byte."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=60) as sock,
+        sock.makefile("rb") as f,
+    ):
+        read_reply(f)
+        for cmd in (
+            b"EHLO t\r\n",
+            b"MAIL FROM:<ana@cliente.es>\r\n",
+            b"RCPT TO:<support@example.com>\r\n",
+            b"DATA\r\n",
+        ):
+            sock.sendall(cmd)
+            read_reply(f)
+        yield sock, f
 
 
 def message(
