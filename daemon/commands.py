@@ -134,7 +134,7 @@ def status(cfg: Config, args: argparse.Namespace) -> int:
         depth = parts.spool.depth()
         oldest = parts.spool.oldest_age()
         with parts.db.transaction() as session:
-            folders = [
+            folders: list[dict[str, Any]] = [
                 {
                     "account": f.account,
                     "folder": f.folder,
@@ -147,6 +147,7 @@ def status(cfg: Config, args: argparse.Namespace) -> int:
                     "holder": f.holder,
                     "lease_until": _iso(f.lease_until),
                     "last_error": f.last_error,
+                    "skipped_oversize": f.skipped or [],
                 }
                 for f in imapstate.folders(session)
             ]
@@ -171,6 +172,11 @@ def status(cfg: Config, args: argparse.Namespace) -> int:
             f"imap {f['account']}/{f['folder']}: {f['state']}, last UID {f['last_uid']}, "
             f"last fetch {f['last_fetch_at'] or '-'}, {lag}"
             + (f", error: {_one_line(str(f['last_error']), 80)}" if f["last_error"] else "")
+            + (
+                f", {len(f['skipped_oversize'])} skipped as too large (see --json)"
+                if f["skipped_oversize"]
+                else ""
+            )
         )
     return 0
 

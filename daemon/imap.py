@@ -288,12 +288,21 @@ class FolderWorker:
     ) -> int:
         meta = client.fetch(batch, ["RFC822.SIZE", "INTERNALDATE"])
         wanted: list[int] = []
+        skipped: list[dict[str, Any]] = []
         for uid in batch:
             size = int(meta.get(uid, {}).get(b"RFC822.SIZE", 0))
             if uid not in meta:
                 raise ShortFetchError(f"no FETCH answer for UID {uid}; retrying the batch")
             if size > self.max_size:
                 report.oversize += 1
+                skipped.append(
+                    {
+                        "uid": uid,
+                        "size": size,
+                        "uidvalidity": uidvalidity,
+                        "at": self.clock().isoformat(),
+                    }
+                )
                 self.log.error(
                     "imap.oversize",
                     uid=uid,
@@ -341,6 +350,8 @@ class FolderWorker:
                 raise result  # nothing is checkpointed: the batch is fetched again
             spooled.append(result.id)
         with self.db.transaction() as s:
+            if skipped:
+                imapstate.record_skipped(s, self.account.name, self.folder, skipped)
             if not imapstate.checkpoint(
                 s,
                 self.account.name,

@@ -9,12 +9,15 @@ an instance that lost its lease can never move the checkpoint.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.models import ImapFolderState
+
+MAX_SKIPPED = 100
 
 
 def _row(session: Session, account: str, folder: str) -> ImapFolderState:
@@ -33,6 +36,7 @@ def _row(session: Session, account: str, folder: str) -> ImapFolderState:
             state="new",
             last_error="",
             last_fetched=0,
+            skipped=[],
         )
         try:
             with session.begin_nested():
@@ -101,6 +105,14 @@ def checkpoint(
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_skipped(
+    session: Session, account: str, folder: str, entries: list[dict[str, Any]]
+) -> None:
+    """Remember messages stepped over (too large), so `buzon status` can show them."""
+    row = _row(session, account, folder)
+    row.skipped = [*(row.skipped or []), *entries][-MAX_SKIPPED:]
 
 
 def set_status(session: Session, account: str, folder: str, state: str, error: str = "") -> None:

@@ -212,5 +212,7 @@ class ImapFolderState(Base):
     last_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_fetched: Mapped[int] = mapped_column(Integer, default=0)
     lag_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Messages over the size limit that were reported and stepped over (newest last).
+    skipped: Mapped[list[dict[str, Any]]] = mapped_column(SafeJSON, default=list)
 
     __table_args__ = (UniqueConstraint("account", "folder"),)

@@ -179,6 +179,9 @@ def test_imap06_oversize_message_never_stalls_the_folder(
     assert checkpoint(parts)[1] == max(dovecot.uids("support", "INBOX"))
     (oversize,) = [e for e in logs if e["event"] == "imap.oversize"]
     assert oversize["limit"] == 100_000 and oversize["size"] > 300_000
+    with parts.db.transaction() as s:
+        (row,) = imapstate.folders(s)
+        assert [e["uid"] for e in row.skipped] == [oversize["uid"]]  # recorded for the admin
 
 
 def test_imap08_two_instances_on_one_mailbox_fetch_once(
@@ -221,4 +224,28 @@ def test_imap11_bad_password_backs_off_and_recovers(
     # Back-off: at most a handful of tries in 2 s (0.2-0.4 s apart), each naming the cause.
     assert 1 <= len(failures) <= 8, f"{len(failures)} login attempts in 2 s"
     assert all(e["kind"] == "auth" and e["fix"] for e in failures)
+    assert spooled_nonces(parts) == dict.fromkeys(nonces, 1)
+
+
+def test_polling_when_the_server_has_no_idle(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    parts: Parts,
+    worker_factory: Callable[..., WorkerRun],
+) -> None:
+    """A server without IDLE is polled every poll_interval; new mail still arrives."""
+    from support.dovecot import running_dovecot
+    from support.imaptest import PASSWORD_ENV
+
+    monkeypatch.setenv(PASSWORD_ENV, "secret")
+    extra = "protocol imap {\n  imap_capability = IMAP4rev1 LITERAL+ UIDPLUS MOVE\n}\n"
+    with running_dovecot(tmp_path, extra=extra) as server:
+        with server.session("support") as c:
+            assert b"IDLE" not in c.capabilities()
+        run = worker_factory(account(server.port, poll_interval=0.3))
+        nonces = append_many(server, 2)
+        wait_until(lambda: len(spooled_nonces(parts)) == 2, 20, what="polled mail")
+        nonces += append_many(server, 1)
+        wait_until(lambda: len(spooled_nonces(parts)) == 3, 20, what="mail after a poll")
+        run.stop()
     assert spooled_nonces(parts) == dict.fromkeys(nonces, 1)

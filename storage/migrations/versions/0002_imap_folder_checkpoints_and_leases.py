@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("last_fetch_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_fetched", sa.Integer(), nullable=False),
         sa.Column("lag_seconds", sa.Float(), nullable=True),
+        sa.Column("skipped", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_imap_folders")),
         sa.UniqueConstraint("account", "folder", name=op.f("uq_imap_folders_account_folder")),
     )
