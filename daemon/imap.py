@@ -245,6 +245,8 @@ class FolderWorker:
                 self.stop.wait(min(1.0, self.account.poll_interval))
             client.noop()
             return
+        if self._mail_announced(client):
+            return  # fetch again instead of idling past mail we were already told about
         client.idle()
         self.log.debug("imap.idle")
         deadline = time.monotonic() + IDLE_REFRESH
@@ -256,6 +258,24 @@ class FolderWorker:
                     return
         finally:
             client.idle_done()
+
+    @staticmethod
+    def _mail_announced(client: IMAPClient) -> bool:
+        """True when the server already announced new mail outside IDLE.
+
+        Mail that arrives while we fetch is announced inside the FETCH (or STORE,
+        MOVE) reply; imaplib files that EXISTS in ``untagged_responses``, where
+        nothing reads it, and the server will not repeat it once we IDLE, so the
+        message would wait for the next one or for the IDLE refresh. imapclient
+        reads the same dict itself. A NOOP collects anything still in flight.
+        """
+        untagged = client._imap.untagged_responses
+        announced = bool(untagged.pop("EXISTS", None)) | bool(untagged.pop("RECENT", None))
+        _, responses = client.noop()
+        return announced or any(
+            isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
+            for r in responses
+        )
 
     def fetch_new(
         self,

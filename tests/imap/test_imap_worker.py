@@ -249,3 +249,25 @@ def test_polling_when_the_server_has_no_idle(
         wait_until(lambda: len(spooled_nonces(parts)) == 3, 20, what="mail after a poll")
         run.stop()
     assert spooled_nonces(parts) == dict.fromkeys(nonces, 1)
+
+
+def test_mail_announced_during_a_fetch_is_not_left_waiting(
+    dovecot: Dovecot, parts: Parts, worker_factory: Callable[..., WorkerRun]
+) -> None:
+    """A message that arrives while the worker is fetching (announced inside the FETCH
+    reply, not in IDLE) is fetched at once, not after the next mail or the IDLE refresh."""
+    first = append_many(dovecot, 1)
+    run = worker_factory(account(dovecot.port), start=False)
+    original = run.worker._fetch_batch
+    late: list[str] = []
+
+    def fetch_and_race(*args: object, **kwargs: object) -> int:
+        if not late:  # a second client delivers right after our SEARCH
+            late.extend(append_many(dovecot, 1))
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    run.worker._fetch_batch = fetch_and_race  # type: ignore[method-assign]
+    run.start()
+    wait_until(lambda: len(spooled_nonces(parts)) == 2, 8, what="the racing message")
+    run.stop()
+    assert spooled_nonces(parts) == dict.fromkeys(first + late, 1)
