@@ -83,6 +83,8 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from benchlib import BASE_TOML, tree_cpu
+
 REPO = Path(__file__).resolve().parent.parent
 # As pytest's ``pythonpath = [".", "tests"]``: the repository first, so that tests/parsers/
 # (no __init__.py) cannot shadow the real ``parsers`` package; then tests/ for support.dovecot.
@@ -191,22 +193,6 @@ def warm_up(server: Dovecot, expected: int) -> list[int]:
 # --- measurement helpers ----------------------------------------------------------------------
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user+system, reaped children included) of a process tree (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in stat[11:15])  # utime stime cutime cstime
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / tick
-
-
 @dataclass
 class Round:
     side: str
@@ -310,15 +296,7 @@ class Bench:
         base = self.tmp / name
         base.mkdir()
         toml = (
-            "[storage]\n"
-            'database = "sqlite:///b.db"\n'
-            'spool = "spool"\n'
-            'attachments = "att"\n'
-            "[smtp]\n"
-            'hostname = "bench.buzon.invalid"\n'
-            "[log]\n"
-            'level = "warning"\n'
-            "[[imap]]\n"
+            BASE_TOML + "[[imap]]\n"
             'name = "support"\n'
             'host = "127.0.0.1"\n'
             f"port = {self.server.port}\n"

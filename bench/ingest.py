@@ -54,6 +54,8 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import BASE_TOML
+
 SUPPORT = "soporte@example.com"
 START = datetime(2026, 11, 16, 8, 30, tzinfo=UTC)
 SETTLED = ("stored", "duplicate", "quarantined")  # anything else: the run is not valid
@@ -177,17 +179,7 @@ def bench_parser(raws: Sequence[bytes]) -> float | None:
 def _config(tmp: Path) -> Any:
     from daemon import config
 
-    toml = (
-        "[storage]\n"
-        'database = "sqlite:///b.db"\n'
-        'spool = "spool"\n'
-        'attachments = "att"\n'
-        "[smtp]\n"
-        'hostname = "bench.buzon.invalid"\n'
-        "[log]\n"
-        'level = "warning"\n'
-    )
-    return config.parse(toml, base=tmp, source="bench")
+    return config.parse(BASE_TOML, base=tmp, source="bench")
 
 
 def bench_buzon(raws: Sequence[bytes], batch: int, tmpdir: str | None) -> dict[str, Any]:

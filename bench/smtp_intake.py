@@ -59,6 +59,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import tree_cpu
+
 HOST = "127.0.0.1"
 HELO_NAME = "bench.buzon.invalid"
 SENDER = "sender@example.org"
@@ -235,22 +237,6 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> N
             return
         time.sleep(0.05)
     raise RuntimeError(f"server did not listen on {HOST}:{port} within {timeout:g} s")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user+system) of a live process and its live descendants (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in stat[11:15])  # utime stime cutime cstime
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):
-            continue  # exited meanwhile
-    return total / tick
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> float:
@@ -600,7 +586,7 @@ def _serve_intake_only(argv: list[str]) -> int:
         def stop(self) -> None:
             return None
 
-    app.IngestProcess = NoIngest  # type: ignore[misc,assignment]
+    app.IngestProcess = NoIngest  # type: ignore[attr-defined,assignment,misc,unused-ignore]
     return cli.main(argv)
 
 
