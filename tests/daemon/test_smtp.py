@@ -18,6 +18,14 @@ def intake(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield server
 
 
+TO_DATA = (
+    b"EHLO t\r\n",
+    b"MAIL FROM:<a@b.example>\r\n",
+    b"RCPT TO:<support@example.com>\r\n",
+    b"DATA\r\n",
+)
+
+
 def raw_session(port: int, lines: list[bytes], *, final: bytes = b"QUIT\r\n") -> list[bytes]:
     """Speak SMTP by hand so no client library rewrites our bytes; return all replies."""
     replies: list[bytes] = []
@@ -84,10 +92,7 @@ def test_smtp04_dot_stuffing_round_trips(intake: Intake) -> None:
     replies = raw_session(
         intake.port,
         [
-            b"EHLO t\r\n",
-            b"MAIL FROM:<a@b.example>\r\n",
-            b"RCPT TO:<support@example.com>\r\n",
-            b"DATA\r\n",
+            *TO_DATA,
             stuffed + b".\r\n",
         ],
     )
@@ -107,10 +112,7 @@ def test_smtp05_smuggling_sequences_make_one_message(intake: Intake, sep: bytes)
     replies = raw_session(
         intake.port,
         [
-            b"EHLO t\r\n",
-            b"MAIL FROM:<a@b.example>\r\n",
-            b"RCPT TO:<support@example.com>\r\n",
-            b"DATA\r\n",
+            *TO_DATA,
             smuggled + b".\r\n",
         ],
     )

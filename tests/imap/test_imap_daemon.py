@@ -119,12 +119,7 @@ def test_corpus_appended_to_dovecot_is_ingested_byte_exact(
         dovecot.append("support", "INBOX", crlf(f.read_bytes()))
     d = daemon_factory("corpus", extra=imap_extra(dovecot.port, batch_size="25"))
     wait_until(
-        lambda: (
-            d.count("message.stored")
-            + d.count("message.duplicate")
-            + d.count("message.quarantined")
-            >= len(files)
-        ),
+        lambda: d.processed() >= len(files),
         240,
         interval=0.5,
         what="every corpus message processed",

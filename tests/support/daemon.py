@@ -125,6 +125,10 @@ class Daemon:
     def count(self, name: str) -> int:
         return sum(1 for e in list(self.events) if e.get("event") == name)
 
+    def processed(self) -> int:
+        """Messages the ingest finished with: stored, recognised as duplicates, quarantined."""
+        return sum(map(self.count, ("message.stored", "message.duplicate", "message.quarantined")))
+
     def stop(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
