@@ -133,6 +133,8 @@ class TcpProxy:
         """Close every live connection, both sides, now."""
         with self._lock:
             connections = list(self._connections)
+            # Closed now, so no longer live; the pump threads' own discard is then a no-op.
+            self._connections.clear()
         for conn in connections:
             conn.close()
 
