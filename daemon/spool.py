@@ -18,6 +18,15 @@ plus a sidecar, because the second create and rename cost a quarter of intake
 throughput (docs/BENCHMARKS.md); metadata changes (counters, quarantine reason)
 are rare and rewrite the file atomically.
 
+A receiver that takes many messages at once (an IMAP batch) may write them as
+one *bundle*, ``new/ID.bundle``: a JSON line listing each member's metadata and
+length, then the members' bytes back to back. Creating a file costs more than
+fetching a message over IMAP (docs/BENCHMARKS.md), so a batch pays for one file,
+not fifty. The consumer splits a bundle into ordinary entries (``ID.NNNN.msg``)
+before it lists the queue; everything after that (claims, counters, quarantine)
+sees plain entries. A split that dies half-way is redone from the bundle, which
+is only removed once every member is durable on its own.
+
 A write is durable before it is visible: files are written in tmp/, flushed to
 disk, renamed into new/, and new/ itself is fsynced. Concurrent writers are
 batched so many messages share one flush (group commit).
@@ -34,6 +43,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -49,6 +59,7 @@ from daemon.errors import SpoolFullError
 
 DIRS = ("tmp", "new", "cur", "bad")
 SUFFIX = ".msg"
+BUNDLE = ".bundle"
 MIN_FREE_INODES = 1000
 
 _libc: Any = None
@@ -201,6 +212,123 @@ class Spool:
             callback()
         return results
 
+    def put_bundle(self, items: Sequence[tuple[bytes, dict[str, Any]]]) -> list[SpoolEntry]:
+        """Make every item durable as one file; all or nothing.
+
+        Returns the entries the items will be once the consumer splits the bundle
+        (their ids are final). Raises :class:`SpoolFullError` or ``OSError`` and
+        leaves no file behind when the bundle could not be written.
+
+        One hash and one write for the whole batch, not one per message: the IMAP
+        worker calls this from a thread while another parses the next FETCH, and
+        every call that releases the GIL may wait a switch interval to get it back.
+        Members get their own size and hash when the bundle is split.
+        """
+        if not items:
+            return []
+        bundle_id = new_entry_id()
+        entries: list[SpoolEntry] = []
+        members: list[dict[str, Any]] = []
+        for k, (raw, meta) in enumerate(items):
+            full = {**meta, "id": f"{bundle_id}.{k:04d}", "attempts": 0}
+            entries.append(SpoolEntry(full["id"], full, "new", self.root))
+            members.append({"meta": full, "length": len(raw)})
+        body = b"".join(raw for raw, _ in items)
+        header: dict[str, Any] = {
+            "bundle": bundle_id,
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "members": members,
+        }
+        tmp = self.root / "tmp" / f"{bundle_id}{BUNDLE}"
+        target = self.root / "new" / f"{bundle_id}{BUNDLE}"
+        try:
+            self._write_file(tmp, _encode(header, body), sync=True)
+            os.rename(tmp, target)
+            _fsync_dir(self.root / "new")
+        except OSError as exc:
+            self._unlink_quietly(tmp, target)
+            raise _map_os_error(exc) from exc
+        for entry, (raw, _) in zip(entries, items, strict=True):
+            entry.meta["size"] = len(raw)
+        for callback in self._listeners:
+            callback()
+        return entries
+
+    def split_bundles(self) -> int:
+        """Turn every bundle in new/ into plain entries; returns how many entries appeared.
+
+        Members are written, flushed and renamed exactly like :meth:`put_many`'s
+        entries, under the ids :meth:`put_bundle` promised; the bundle goes last.
+        Re-running after a crash rewrites the same ids, and a member that was
+        already processed is recognised downstream by its id (one delivery per id).
+        """
+        split = 0
+        for name in sorted(os.listdir(self.root / "new")):
+            if name.endswith(BUNDLE):
+                split += self._split(self.root / "new" / name)
+        return split
+
+    def _split(self, path: Path) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0  # another process split it meanwhile
+        try:
+            try:
+                # A `buzon status` or `buzon ingest` may list the queue while the daemon
+                # splits: one splitter per bundle, the other moves on.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0
+            if os.fstat(fd).st_nlink == 0:
+                return 0  # split and removed between our listdir and open
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read()
+            return self._split_locked(path, data)
+        finally:
+            os.close(fd)
+
+    def _split_locked(self, path: Path, data: bytes) -> int:
+        try:
+            header, _, body = data.partition(b"\n")
+            doc = json.loads(header)
+            members = doc["members"]
+            lengths = [int(m["length"]) for m in members]
+            if sum(lengths) != len(body):
+                raise ValueError(f"members hold {sum(lengths)} bytes, the file {len(body)}")
+            if hashlib.sha256(body).hexdigest() != doc["sha256"]:
+                raise ValueError("its SHA-256 does not match: the file changed on disk")
+        except (ValueError, KeyError, TypeError) as exc:
+            # Never lose what was acknowledged: keep the whole file where an admin looks.
+            damaged = path.with_suffix("").name
+            meta = {"id": damaged, "source": "unknown", "attempts": 0, "metadata_lost": True}
+            meta["quarantine_reason"] = f"damaged spool bundle ({exc}); raw file kept as is"
+            bad = self.root / "bad" / f"{damaged}{SUFFIX}"
+            self._unlink_quietly(bad)  # left by an earlier try that died before the unlink
+            self._write_file(bad, _encode(meta, data), sync=True)
+            path.unlink()
+            _fsync_dir(self.root / "bad")
+            return 0
+        tmp = self.root / "tmp"
+        offset = 0
+        written: list[SpoolEntry] = []
+        for member, length in zip(members, lengths, strict=True):
+            raw = body[offset : offset + length]
+            offset += length
+            meta = {**member["meta"], "size": length, "sha256": hashlib.sha256(raw).hexdigest()}
+            entry = SpoolEntry(str(meta["id"]), meta, "new", self.root)
+            part = tmp / f"{entry.id}{SUFFIX}"
+            self._unlink_quietly(part)  # left by a split that died half-way
+            self._write_file(part, _encode(meta, raw), sync=False)
+            written.append(entry)
+        self._barrier(written)
+        for entry in written:
+            os.rename(tmp / f"{entry.id}{SUFFIX}", entry.path)
+        _fsync_dir(self.root / "new")
+        path.unlink()
+        _fsync_dir(self.root / "new")
+        return len(written)
+
     def _prepare(self, raw: bytes, meta: dict[str, Any]) -> tuple[SpoolEntry, bytes]:
         entry_id = new_entry_id()
         full = {
@@ -269,16 +397,20 @@ class Spool:
     # --- reading and processing --------------------------------------------------
 
     def pending(self) -> list[str]:
-        """Ids waiting in new/, oldest first."""
+        """Ids waiting in new/, oldest first (bundles are split first)."""
+        self.split_bundles()
         return sorted(
             n[: -len(SUFFIX)] for n in os.listdir(self.root / "new") if n.endswith(SUFFIX)
         )
 
     def depth(self) -> dict[str, int]:
-        return {
+        """Entries per state; ``bundles`` counts batches in new/ not yet split."""
+        counts = {
             d: sum(1 for n in os.listdir(self.root / d) if n.endswith(SUFFIX))
             for d in ("new", "cur", "bad")
         }
+        counts["bundles"] = sum(1 for n in os.listdir(self.root / "new") if n.endswith(BUNDLE))
+        return counts
 
     def claim(self, entry_id: str) -> SpoolEntry | None:
         """Move an entry to cur/; None when another worker (or process) got it first."""
@@ -389,7 +521,11 @@ class Spool:
 
     def oldest_age(self) -> float | None:
         """Seconds since the oldest pending entry was spooled, or None when empty."""
-        ids = self.pending()
+        ids = sorted(
+            n.rsplit(".", 1)[0]
+            for n in os.listdir(self.root / "new")
+            if n.endswith((SUFFIX, BUNDLE))
+        )
         if not ids:
             return None
         return max(0.0, time.time() - int(ids[0].split("-", 1)[0]) / 1e9)

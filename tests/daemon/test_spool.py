@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,96 @@ def test_dur09_smtp_answers_452_before_the_disk_is_full(tiny_tmpfs: Path) -> Non
     assert codes.index(452) == len(accepted)  # once full, it stays refused
     assert sorted(stored) == sorted(accepted)
     assert os.listdir(tiny_tmpfs / "spool" / "tmp") == []
+
+
+# --- bundles: one file per IMAP batch, split by the consumer ---------------------------
+
+
+def _items(n: int, tag: str = "m") -> list[tuple[bytes, dict[str, object]]]:
+    return [(f"{tag}{i}\r\n".encode() * (i + 1), {"source": "imap:a/INBOX"}) for i in range(n)]
+
+
+def test_bundle_splits_into_the_promised_entries_byte_exact(tmp_path: Path) -> None:
+    """A bundle is one file in new/; listing the queue splits it into plain entries with
+    the ids put_bundle returned, each byte-exact and with its own size and hash."""
+    spool = Spool(tmp_path)
+    calls: list[int] = []
+    spool.on_new(lambda: calls.append(1))
+    items = _items(5)
+    promised = spool.put_bundle(items)
+    assert len(calls) == 1
+    assert [n for n in os.listdir(tmp_path / "new")] == [f"{promised[0].id[:-5]}.bundle"]
+    assert spool.depth()["bundles"] == 1 and spool.oldest_age() is not None
+    assert spool.pending() == [e.id for e in promised]
+    assert os.listdir(tmp_path / "tmp") == [] and spool.depth()["bundles"] == 0
+    for entry, (raw, _) in zip(promised, items, strict=True):
+        got = spool.get(entry.id)
+        assert got is not None and got.read() == raw
+        assert got.meta["size"] == len(raw) and len(got.meta["sha256"]) == 64
+        assert got.meta["source"] == "imap:a/INBOX"
+
+
+def test_split_redone_after_a_crash_half_way_gives_each_member_once(tmp_path: Path) -> None:
+    """A consumer killed while splitting leaves members in tmp/ and new/ next to the
+    bundle; the next split rewrites them under the same ids: each member once."""
+    spool = Spool(tmp_path)
+    promised = spool.put_bundle(_items(4))
+    spool.pending()  # a first, complete split, to borrow its member files
+    first, second = (tmp_path / "new" / f"{e.id}.msg" for e in promised[:2])
+    crashed = Spool(tmp_path / "crashed")
+    again = crashed.put_bundle(_items(4))
+    # What a kill -9 between member renames leaves: one member in new/, one half in tmp/.
+    (tmp_path / "crashed" / "new" / f"{again[0].id}.msg").write_bytes(first.read_bytes())
+    (tmp_path / "crashed" / "tmp" / f"{again[1].id}.msg").write_bytes(second.read_bytes()[:7])
+    assert crashed.pending() == [e.id for e in again]
+    assert [crashed.get(e.id).read() for e in again] == [r for r, _ in _items(4)]  # type: ignore[union-attr]
+    assert crashed.depth() == {"new": 4, "cur": 0, "bad": 0, "bundles": 0}
+
+
+def test_damaged_bundle_is_quarantined_whole_never_split_wrong(tmp_path: Path) -> None:
+    """A bundle whose bytes changed on disk is not split into wrong messages: the whole
+    file goes to bad/ with the reason, and nothing is lost."""
+    spool = Spool(tmp_path)
+    spool.put_bundle(_items(3))
+    (bundle,) = (tmp_path / "new").iterdir()
+    data = bytearray(bundle.read_bytes())
+    data[-3] ^= 0xFF
+    bundle.write_bytes(bytes(data))
+    assert spool.pending() == []
+    (bad,) = spool.quarantined()
+    assert "SHA-256 does not match" in bad.meta["quarantine_reason"]
+    assert bad.read() == bytes(data)
+
+
+def test_concurrent_splitters_split_each_bundle_once(tmp_path: Path) -> None:
+    """The daemon and a `buzon status` may list the queue at once: a lock per bundle
+    lets one of them split it; nobody fails and no entry is written twice."""
+    spool = Spool(tmp_path)
+    promised = [e.id for _ in range(20) for e in spool.put_bundle(_items(5))]
+    errors: list[BaseException] = []
+
+    def split() -> None:
+        try:
+            Spool(tmp_path).split_bundles()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=split) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert spool.pending() == sorted(promised)
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_dur09_full_disk_fails_a_bundle_whole(tiny_tmpfs: Path) -> None:
+    """DUR-09 for bundles: a batch that does not fit raises SpoolFullError and leaves no
+    file, so the IMAP checkpoint does not move and the batch is fetched again."""
+    spool = Spool(tiny_tmpfs / "spool")
+    with pytest.raises(SpoolFullError):
+        spool.put_bundle([(b"x" * 300_000, {}) for _ in range(5)])
+    for d in ("tmp", "new"):
+        assert os.listdir(tiny_tmpfs / "spool" / d) == []
+    assert spool.put_bundle([(b"small", {})])  # room again for what fits
