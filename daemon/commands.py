@@ -123,6 +123,7 @@ def ingest_imap(cfg: Config, args: argparse.Namespace) -> int:
             finally:
                 worker.release()
         bar.close()
+        parts.spool.split_bundles()  # the worker spools a batch as one bundle
         for entry_id in spooled:
             summary[_process_until_settled(parts, entry_id).outcome] += 1
     return _report(summary, args.json)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import structlog
 from sqlalchemy import func, select
 
 from daemon import imap as imap_mod
+from daemon.errors import SpoolFullError
 from daemon.parts import Parts
 from storage import imapstate
 from storage.models import Message
@@ -271,3 +273,50 @@ def test_mail_announced_during_a_fetch_is_not_left_waiting(
     wait_until(lambda: len(spooled_nonces(parts)) == 2, 8, what="the racing message")
     run.stop()
     assert spooled_nonces(parts) == dict.fromkeys(first + late, 1)
+
+
+def test_a_failed_spool_write_never_lets_the_checkpoint_pass_it(
+    dovecot: Dovecot, parts: Parts, worker_factory: Callable[..., WorkerRun]
+) -> None:
+    """Batches are stored by a writer thread while the next ones are fetched. When one
+    batch cannot be written (disk full), the batches queued behind it must not be
+    stored and checkpointed past it: the worker reconnects, fetches from the last
+    durable batch, and every message ends up spooled exactly once, in UID order."""
+    nonces = append_many(dovecot, 60)
+    real = parts.spool.put_bundle
+    calls: list[int] = []
+    checkpoints: list[int] = []
+
+    def flaky(items: list[tuple[bytes, dict[str, object]]]) -> list[object]:
+        calls.append(len(items))
+        checkpoints.append(checkpoint(parts)[1])
+        if len(calls) == 2:
+            time.sleep(0.5)  # the fetch thread queues more batches behind this one
+            raise SpoolFullError("spool filesystem is full (test)")
+        return real(items)  # type: ignore[arg-type,return-value]
+
+    parts.spool.put_bundle = flaky  # type: ignore[assignment,method-assign]
+    with structlog.testing.capture_logs() as logs:
+        run = worker_factory(account(dovecot.port, batch_size=5))
+        wait_until(lambda: len(spooled_nonces(parts)) == 60, 30, what="all spooled")
+        run.stop()
+    assert spooled_nonces(parts) == dict.fromkeys(nonces, 1)
+    uids = [
+        int(parts.spool.get(i).meta["envelope"]["imap"]["uid"])  # type: ignore[union-attr]
+        for i in parts.spool.pending()
+    ]
+    assert uids == sorted(uids) == dovecot.uids("support", "INBOX")
+    # The write after the failure started from the last durable batch, not past it.
+    assert checkpoints[2] == checkpoints[1]
+    assert any(e["event"] == "imap.error" and "SpoolFullError" in e["error"] for e in logs)
+
+
+def test_batches_are_cut_by_count_and_by_bytes() -> None:
+    """A body FETCH asks for at most batch_size messages and stops short of the byte
+    budget; a message over the size limit is never fetched so it costs nothing, and a
+    message bigger than the budget still gets a batch of its own."""
+    sizes = {1: 10, 2: 10, 3: 10, 4: 10, 5: 10}
+    assert list(imap_mod._cut(sizes, 2, 1000, 100)) == [[1, 2], [3, 4], [5]]
+    sizes = {1: 60, 2: 60, 3: 500, 4: 30, 5: 120, 6: 10}
+    assert list(imap_mod._cut(sizes, 10, 100, 150)) == [[1], [2, 3, 4], [5], [6]]
+    assert list(imap_mod._cut({7: 120}, 10, 100, 150)) == [[7]]
