@@ -12,6 +12,8 @@ from parsers.model import (
     AutoSignals,
     ParsedMessage,
     ParseLimits,
+    Voicemail,
+    VoicemailAudio,
 )
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "AutoSignals",
     "ParseLimits",
     "ParsedMessage",
+    "Voicemail",
+    "VoicemailAudio",
     "generated_message_id",
     "parse_message",
 ]

@@ -6,7 +6,8 @@ the bytes to ``ParseLimits`` (``parsers.limits.prepare``), build the MIME tree
 field becomes a defect and a default value, not a lost message. Only when
 nothing sensible can be had (not a message, or the stdlib parser itself
 recursing too deep) is the result ``fatal``, with ``parser="none"`` and a
-one-line reason; the message id is then always the generated one.
+one-line reason; the message id is then always the generated one. Last, a
+message with a sound attachment gets its ``voicemail`` (``parsers.voicemail``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,17 @@ from parsers.headers import (
 )
 from parsers.limits import Prepared, not_a_message, prepare
 from parsers.mime import PARSER_COMPAT32, parse_tree
-from parsers.model import Address, Attachment, AutoSignals, ParsedMessage, ParseLimits
+from parsers.model import (
+    Address,
+    Attachment,
+    AutoSignals,
+    ParsedMessage,
+    ParseLimits,
+    Voicemail,
+)
 from parsers.parts import Sorted, all_defects, body_text, sort_parts
 from parsers.text import clean_line
+from parsers.voicemail import detect_voicemail
 
 GENERATED_DOMAIN = "generated.buzon.invalid"
 MAX_DEFECTS = 100
@@ -165,6 +174,14 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
     to = step("To", lambda: _recipients(index, "to", defects), nobody)
     cc = step("Cc", lambda: _recipients(index, "cc", defects), nobody)
     reply_to = step("Reply-To", lambda: _recipients(index, "reply-to", defects), nobody)
+    no_voicemail: Voicemail | None = None
+    voicemail = step(
+        "voicemail",
+        lambda: detect_voicemail(
+            headers=headers, subject=subject_text, text=body[0], attachments=attachments
+        ),
+        no_voicemail,
+    )
     defects.add(*found.defects, *subject_defects, *date_defects, *body[2], *header_defects)
     defects.add(*step("defects", lambda: all_defects(root, limits.max_parts), no_defects))
     if parser != PARSER_COMPAT32:
@@ -187,6 +204,7 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
         auto=auto,
         parser=parser,
         headers=headers,
+        voicemail=voicemail,
     )
 
 

@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
+
+# What the bytes of an audio part are, sniffed, never taken from the file name.
+# "wav" is RIFF PCM (integer or float); "wav49" is RIFF with GSM 6.10 (tag 49);
+# "mulaw"/"alaw" are RIFF µ-law/A-law or raw G.711 typed so; "gsm" is raw GSM
+# 06.10 frames; "unknown" is a part typed audio whose bytes were not recognised.
+AudioFormat = Literal["wav", "wav49", "gsm", "mp3", "ogg", "m4a", "amr", "mulaw", "alaw", "unknown"]
+Pbx = Literal["asterisk", "freepbx", "freeswitch", ""]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,44 @@ class AutoSignals:
 
 
 @dataclass(frozen=True, slots=True)
+class VoicemailAudio:
+    """One recording: which attachment holds it and what its bytes are.
+
+    ``detected_by`` is "content-type" when the part was typed audio (the
+    format still comes from its bytes) or "bytes" when a generic type
+    (``application/octet-stream``, none) was recognised by its magic bytes.
+    """
+
+    index: int  # into ParsedMessage.attachments
+    format: AudioFormat
+    detected_by: Literal["content-type", "bytes"]
+
+
+@dataclass(frozen=True, slots=True)
+class Voicemail:
+    """A message that carries a recorded call, and what the PBX said about the call.
+
+    Every field but ``audio`` is best effort: PBX subjects and bodies are
+    admin-editable templates, so an unknown layout leaves fields empty.
+    ``source_fields`` names, for each field that was filled, the header or
+    body layout it came from (``("caller_number", "X-Asterisk-CallerID")``),
+    so a ticket can explain where a caller id came from.
+    """
+
+    audio: tuple[VoicemailAudio, ...]  # never empty
+    caller_number: str = ""  # digits, a leading + kept; "" when withheld or unknown
+    caller_name: str = ""
+    duration_seconds: int | None = None
+    mailbox: str = ""
+    message_number: int | None = None  # as the PBX counts them (Asterisk: 1-based)
+    urgent: bool = False
+    orig_time: datetime | None = None  # timezone-aware UTC; only from an epoch header
+    pbx: Pbx = ""  # "" when no known PBX shape was recognised
+    pbx_transcript: str = ""  # a transcript the PBX put in the body, lines joined
+    source_fields: tuple[tuple[str, str], ...] = ()  # (field, where it came from)
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedMessage:
     """Everything extracted from one raw message.
 
@@ -106,3 +152,4 @@ class ParsedMessage:
     parser: str  # "mail-parser", "compat32" or "none"
     fatal: str = ""
     headers: tuple[tuple[str, str], ...] = ()  # decoded, control chars removed, capped
+    voicemail: Voicemail | None = None  # set when an attachment is a sound recording
