@@ -22,6 +22,7 @@ from daemon.logging import get_logger
 from daemon.parts import open_parts
 from daemon.smtp import IntakeHandler, SmtpServer
 from daemon.spool_writer import GroupCommitWriter
+from daemon.voicedir import VoicemailFolders
 
 STOP_GRACE = 5.0  # SMTP sessions get this long to finish; the whole stop stays under 10 s
 
@@ -78,6 +79,10 @@ async def serve(cfg: Config) -> int:
                 cfg.imap, spool=parts.spool, db=parts.db, max_size=cfg.smtp.max_message_size
             )
             imap.start()
+            voicemail_dirs = VoicemailFolders(
+                cfg.voicemail_dir, parts.spool, hostname=cfg.smtp.hostname
+            )
+            voicemail_dirs.start()
             log.info(
                 "daemon.ready",
                 smtp=f"{host}:{port}",
@@ -85,6 +90,7 @@ async def serve(cfg: Config) -> int:
                 spool=cfg.storage.spool,
                 config=cfg.source,
                 imap_folders=len(imap.workers),
+                voicemail_dirs=len(voicemail_dirs.watchers),
             )
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -99,6 +105,7 @@ async def serve(cfg: Config) -> int:
                     break
             log.info("daemon.stopping")
             await asyncio.to_thread(imap.stop)
+            await asyncio.to_thread(voicemail_dirs.stop)
             await server.stop(STOP_GRACE)
             await asyncio.to_thread(writer.stop)
             await asyncio.to_thread(ingest.stop)

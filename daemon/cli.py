@@ -16,7 +16,7 @@ from typing import Any
 
 from daemon import config as config_mod
 from daemon import logging as logmod
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -60,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     ts.add_argument("ticket", metavar="ID", help="numeric id or reference such as B-42")
     ts.add_argument("--json", action="store_true")
 
+    tr = sub.add_parser(
+        "transcribe", help="print what the daemon hears in recordings (or voicemail emails)"
+    )
+    tr.add_argument("files", nargs="*", metavar="FILE")
+    tr.add_argument("--json", action="store_true", help="one JSON object per recording, words too")
+    tr.add_argument("--model", metavar="DIR", help="a Vosk model directory ([transcription] model)")
+    tr.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="queue every failed transcription again (after fixing the model, say)",
+    )
+
     quarantine = sub.add_parser("quarantine", help="messages that could not be processed")
     qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
     ql = qsub.add_parser("list", help="list quarantined messages and spool entries")
@@ -83,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# configuration OK: {cfg.source}")
         print(json.dumps(cfg.redacted(), indent=2))
         return EXIT_OK
-    from daemon import commands
+    from daemon import commands, voice_commands
 
     handlers: dict[tuple[str, str | None], Any] = {
         ("ingest", None): commands.ingest,
@@ -92,11 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("tickets", "show"): commands.tickets_show,
         ("quarantine", "list"): commands.quarantine_list,
         ("quarantine", "retry"): commands.quarantine_retry,
+        ("transcribe", None): voice_commands.transcribe,
     }
     handler = handlers[(args.command, getattr(args, "action", None))]
     try:
         result: int = handler(cfg, args)
-    except commands.UsageError as exc:
+    except UsageError as exc:
         print(f"buzon: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # a message, not a traceback, for the admin

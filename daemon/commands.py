@@ -12,22 +12,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imapclient.exceptions import LoginError
+from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from daemon import sources
 from daemon.config import Config
+from daemon.errors import UsageError
 from daemon.imap import FolderWorker, instance_id
 from daemon.ingest import Outcome
 from daemon.parts import Parts, open_parts
+from daemon.voice_commands import voicemail_detail
 from storage import imapstate
 from storage import repository as repo
+from storage import voicemails as vm_repo
 from storage.models import Message, Ticket
 
 BATCH = 64
-
-
-class UsageError(Exception):
-    """Raised for a bad argument (exit 2)."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -153,10 +153,16 @@ def status(cfg: Config, args: argparse.Namespace) -> int:
                 for f in imapstate.folders(session)
             ]
             counts = repo.counts(session)
-    data = {
+            voicemails = vm_repo.states(session)
+    data: dict[str, Any] = {
         "spool": {**depth, "oldest_pending_seconds": oldest},
         "imap": folders,
         "database": counts,
+        "transcription": {
+            "enabled": bool(cfg.transcription.model or cfg.transcription.models),
+            "model": cfg.transcription.model,
+            "voicemails": voicemails,
+        },
     }
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
@@ -167,6 +173,11 @@ def status(cfg: Config, args: argparse.Namespace) -> int:
         f"{depth['bad']} quarantined{age}"
     )
     print("database: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    tr = data["transcription"]
+    print(
+        f"transcription: {'model ' + tr['model'] if tr['enabled'] else 'off (no model)'}; "
+        + (", ".join(f"{k} {v}" for k, v in sorted(voicemails.items())) or "no voicemails")
+    )
     for f in folders:
         lag = f"lag {f['lag_seconds']:.0f} s" if f["lag_seconds"] is not None else "no fetch yet"
         print(
@@ -235,8 +246,9 @@ def ticket_summary(t: Ticket) -> dict[str, Any]:
     }
 
 
-def _message_detail(m: Message) -> dict[str, Any]:
+def _message_detail(m: Message, session: Session) -> dict[str, Any]:
     return {
+        "voicemail": voicemail_detail(vm_repo.for_message(session, m.id)),
         "id": m.id,
         "message_id": m.message_id,
         "state": m.state,
@@ -308,7 +320,7 @@ def tickets_show(cfg: Config, args: argparse.Namespace) -> int:
         if t is None:
             raise UsageError(f"no ticket {args.ticket!r}; see 'buzon tickets list'")
         data = ticket_summary(t)
-        data["messages"] = [_message_detail(m) for m in t.messages]
+        data["messages"] = [_message_detail(m, session) for m in t.messages]
         data["events"] = [
             {"at": _iso(e.at), "kind": e.kind, "message": e.message_pk, "data": e.data}
             for e in t.events
@@ -327,11 +339,33 @@ def tickets_show(cfg: Config, args: argparse.Namespace) -> int:
         print(f"subject: {_one_line(m['subject'], 100)}")
         for a in m["attachments"]:
             print(f"attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes)")
+        if m["voicemail"] is not None:
+            _print_voicemail(m["voicemail"])
         print(m["text"][:2000].translate({c: " " for c in range(32) if c not in (9, 10)}))
     print("\nevents:")
     for e in data["events"]:
         print(f"  {e['at']}  {e['kind']:<14} {json.dumps(e['data'], ensure_ascii=False)}")
     return 0
+
+
+def _print_voicemail(vm: dict[str, Any]) -> None:
+    secs = vm["duration_seconds"]
+    length = f"{secs // 60}:{secs % 60:02d}" if secs is not None else "?"
+    caller = " ".join(x for x in (vm["caller_name"], vm["caller_number"]) if x) or "unknown"
+    print(
+        f"voicemail: from {caller}, {length}, mailbox {vm['mailbox'] or '-'}"
+        + (", URGENT" if vm["urgent"] else "")
+    )
+    if vm["transcription"] == "done":
+        conf = f"confidence {vm['confidence']:.2f}"
+        flag = ", needs listening" if vm["needs_listening"] else ""
+        print(f"transcript ({vm['model']}, {conf}{flag}): {vm['text'] or '(no words)'}")
+    elif vm["transcription"] == "failed":
+        print(f"transcription failed after {vm['attempts']} attempt(s): {vm['last_error']}")
+    else:
+        print(f"transcription {vm['transcription']}")
+    if vm["pbx_transcript"]:
+        print(f"PBX transcript: {vm['pbx_transcript']}")
 
 
 def quarantine_list(cfg: Config, args: argparse.Namespace) -> int:

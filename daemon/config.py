@@ -110,12 +110,54 @@ class ImapAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptionConfig:
+    """``[transcription]``: Vosk models and the recogniser pool. No model: transcription off."""
+
+    model: str = ""  # a Vosk model directory; "" disables transcription (with a warning)
+    models: tuple[tuple[str, str], ...] = ()  # (mailbox or recipient address, model directory)
+    workers: int = 0  # 0: one per core but one, at least 1
+    time_limit: float = 600.0  # seconds to decode and recognise one recording (900 s at RTF 0.66)
+    max_audio_seconds: float = 900.0
+    max_audio_bytes: int = 64 * MiB
+    memory_limit: int = 4096 * MiB  # address space per recogniser process; 0: unlimited
+    confidence_threshold: float = 0.6  # below: the transcript is flagged "needs listening"
+    max_attempts: int = 3
+    retry_delay: float = 30.0  # seconds before the first retry; doubles each time
+
+    def pool_size(self, cores: int | None = None) -> int:
+        if self.workers:
+            return self.workers
+        return max(1, (cores or os.cpu_count() or 2) - 1)
+
+    def model_for(self, keys: tuple[str, ...]) -> str:
+        """The model for the first of ``keys`` (mailbox, then recipients) that has one."""
+        table = {k.lower(): v for k, v in self.models}
+        for key in keys:
+            if key and key.lower() in table:
+                return table[key.lower()]
+        return self.model
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailDir:
+    """One ``[[voicemail_dir]]``: an Asterisk voicemail folder (msgNNNN.txt + audio) to watch."""
+
+    path: str = ""
+    processed: str = ""
+    mailbox: str = ""
+    poll_interval: float = 2.0
+    settle: float = 2.0  # seconds a pair must stay unchanged before it counts as complete
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     log: LogConfig = field(default_factory=LogConfig)
     imap: tuple[ImapAccount, ...] = ()
+    transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
+    voicemail_dir: tuple[VoicemailDir, ...] = ()
     source: str = "<embedded default>"
 
     def sqlite_path(self) -> Path | None:
@@ -129,7 +171,7 @@ class Config:
         """The effective configuration as plain data, with secrets masked."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in ("source", "imap"):
+            if f.name in ("source", "imap", "voicemail_dir"):
                 continue
             section = getattr(self, f.name)
             out[f.name] = {k.name: _mask(k.name, getattr(section, k.name)) for k in fields(section)}
@@ -137,6 +179,10 @@ class Config:
         out["imap"] = [
             {k.name: _mask(k.name, getattr(acct, k.name)) for k in fields(acct)}
             for acct in self.imap
+        ]
+        out["transcription"]["models"] = dict(self.transcription.models)
+        out["voicemail_dir"] = [
+            {k.name: getattr(d, k.name) for k in fields(d)} for d in self.voicemail_dir
         ]
         return out
 
@@ -146,6 +192,7 @@ SECTIONS: dict[str, type[Any]] = {
     "smtp": SmtpConfig,
     "pipeline": PipelineConfig,
     "log": LogConfig,
+    "transcription": TranscriptionConfig,
 }
 
 
@@ -198,6 +245,17 @@ def _coerce(where: str, value: Any, default: Any) -> Any:
     raise AssertionError(f"unsupported config type for {where}")  # pragma: no cover
 
 
+def _models(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ConfigError(
+            "[transcription.models]: expected a table of mailbox or address = model directory, "
+            'e.g. "6001" = "/var/lib/vosk/es" or "ventas@example.com" = "/var/lib/vosk/en"'
+        )
+    return tuple(value.items())
+
+
 def _section(name: str, cls: type[Any], data: Any) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"[{name}] must be a table (a [{name}] header), got {data!r}")
@@ -205,6 +263,9 @@ def _section(name: str, cls: type[Any], data: Any) -> Any:
     known = [f.name for f in fields(cls)]
     values: dict[str, Any] = {}
     for key, value in data.items():
+        if cls is TranscriptionConfig and key == "models":
+            values[key] = _models(value)
+            continue
         if key not in known:
             raise ConfigError(
                 f"[{name}] {key}: unknown key; {_suggest(key, known)}"
@@ -318,8 +379,41 @@ def _validate_imap_auth(where: str, a: ImapAccount) -> None:
         raise ConfigError(f'{where} auth: use "password" or "xoauth2"')
 
 
+def _validate_transcription(t: TranscriptionConfig, dirs: tuple[VoicemailDir, ...]) -> None:
+    if t.workers < 0:
+        raise ConfigError("[transcription] workers: use 0 (one per core but one) or more")
+    if t.time_limit <= 0 or t.max_audio_seconds <= 0 or t.max_audio_bytes <= 0:
+        raise ConfigError(
+            "[transcription] time_limit, max_audio_seconds and max_audio_bytes must be positive"
+        )
+    if t.memory_limit and t.memory_limit < 256 * MiB:
+        raise ConfigError(
+            "[transcription] memory_limit: a Vosk model needs far more than "
+            f"{t.memory_limit} bytes; use at least 268435456 (256 MiB), or 0 for no limit"
+        )
+    if not 0 <= t.confidence_threshold <= 1:
+        raise ConfigError("[transcription] confidence_threshold: a number from 0 to 1")
+    if t.max_attempts < 1 or t.retry_delay < 0:
+        raise ConfigError("[transcription] max_attempts must be >= 1 and retry_delay >= 0")
+    paths: set[str] = set()
+    for i, d in enumerate(dirs):
+        where = f"[[voicemail_dir]] #{i + 1}"
+        if not d.path or not d.processed:
+            raise ConfigError(f"{where}: path and processed are both required")
+        if Path(d.path) == Path(d.processed):
+            raise ConfigError(f"{where}: processed must be another directory than path")
+        if d.path in paths:
+            raise ConfigError(f"{where} path: {d.path} is watched twice")
+        paths.add(d.path)
+        if d.poll_interval <= 0 or d.settle < 0:
+            raise ConfigError(f"{where}: poll_interval must be positive and settle >= 0")
+        _check_writable_dir(f"{where} path", d.path)
+        _check_writable_dir(f"{where} processed", d.processed)
+
+
 def _validate_rest(cfg: Config) -> None:
     _validate_imap(cfg.imap)
+    _validate_transcription(cfg.transcription, cfg.voicemail_dir)
     if cfg.pipeline.parse_workers < 1:
         raise ConfigError("[pipeline] parse_workers: must be at least 1")
     if cfg.pipeline.max_attempts < 1:
@@ -358,10 +452,18 @@ def parse(text: str, *, base: Path, source: str) -> Config:
                 raise ConfigError("[imap] must be written [[imap]] (one table per account)")
             sections["imap"] = tuple(_section("[imap]", ImapAccount, v) for v in value)
             continue
+        if name == "voicemail_dir":
+            if not isinstance(value, list):
+                raise ConfigError(
+                    "[voicemail_dir] must be written [[voicemail_dir]] (one per folder)"
+                )
+            sections[name] = tuple(_section("[voicemail_dir]", VoicemailDir, v) for v in value)
+            continue
         if name not in SECTIONS:
             raise ConfigError(
                 f"[{name}]: unknown section; {_suggest(name, list(SECTIONS))}"
-                f"known sections are {', '.join(SECTIONS)}, [[imap]] (see {SAMPLE})"
+                f"known sections are {', '.join(SECTIONS)}, [[imap]], [[voicemail_dir]] "
+                f"(see {SAMPLE})"
             )
         sections[name] = _section(name, SECTIONS[name], value)
     cfg = Config(**sections, source=source)
@@ -391,7 +493,23 @@ def finalise(cfg: Config, base: Path) -> Config:
         )
         for a in cfg.imap
     )
-    cfg = replace(cfg, storage=storage, smtp=smtp, imap=imap)
+    t = cfg.transcription
+    transcription = replace(
+        t,
+        model=_resolve(base, t.model) if t.model else "",
+        models=tuple((k.lower(), _resolve(base, v)) for k, v in t.models),
+    )
+    dirs = tuple(
+        replace(
+            d,
+            path=_resolve(base, d.path) if d.path else "",
+            processed=_resolve(base, d.processed) if d.processed else "",
+        )
+        for d in cfg.voicemail_dir
+    )
+    cfg = replace(
+        cfg, storage=storage, smtp=smtp, imap=imap, transcription=transcription, voicemail_dir=dirs
+    )
     _validate(cfg)
     return cfg
 

@@ -37,3 +37,7 @@ class WorkerCrashedError(BuzonError):
 
 class ParseTimeoutError(PermanentError):
     """Raised when parsing one message exceeded the configured time limit."""
+
+
+class UsageError(Exception):
+    """Raised by a CLI command for a bad argument or missing setting (exit 2)."""

@@ -6,27 +6,39 @@ clients, and intake slowed to half its speed under load. In its own process
 ingest shares only the spool with intake, and a crash of one is not a crash of
 the other. The parent decides when it stops; signals sent to the whole group
 (Ctrl-C, systemd's SIGTERM to the cgroup) are left to the parent.
+
+The parent talks to it through one pipe: a byte means "new spool entries", the
+end of the pipe means "stop". The kernel closes the pipe when the parent dies
+however it dies, so a kill -9 of the parent stops this process too; a shared
+lock (a multiprocessing Event) held by a parent killed mid-call would have left
+it waiting forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
+from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
 
 from daemon import logging as logmod
 from daemon.config import Config
+from daemon.imap import instance_id
 from daemon.ingest import IngestRunner
 from daemon.parts import open_parts
+from daemon.voice import TranscriptionRunner
 
 STOP_TIMEOUT = 4.0
 
 
-def ingest_main(cfg: Config, wake: Event, stop: Event, ready: Event) -> None:
-    """Entry point of the ingest process: process the spool until ``stop`` is set."""
+def ingest_main(cfg: Config, wake: Connection, ready: Event) -> None:
+    """Entry point of the ingest process: process the spool until the parent's pipe ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Acknowledging mail comes first: under a burst the spool absorbs the backlog and
@@ -36,25 +48,48 @@ def ingest_main(cfg: Config, wake: Event, stop: Event, ready: Event) -> None:
     logmod.configure(cfg.log.level, cfg.log.format)
     log = logmod.get_logger(component="ingest")
     try:
-        _serve(cfg, wake, stop, ready)
+        _serve(cfg, wake, ready)
     except Exception as exc:
         log.error("ingest.crashed", error=f"{type(exc).__name__}: {exc}")
         raise SystemExit(1) from exc
+    # Everything is closed and logged by now. Skip the interpreter's final garbage
+    # collection: at nice 19 on a busy machine it took 10-20 s, during which an
+    # orphaned process (its parent killed) still held the log pipe and the database.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
-def _serve(cfg: Config, wake: Event, stop: Event, ready: Event) -> None:
+def _parent_says_stop(wake: Connection, timeout: float) -> bool | None:
+    """True at the end of the pipe (stop, or the parent died); None on a timeout;
+    False when woken by new spool entries."""
+    if not wake.poll(timeout):
+        return None
+    try:
+        data = os.read(wake.fileno(), 4096)  # drain: many wake-ups are one
+    except BlockingIOError:
+        return False
+    return not data
+
+
+def _serve(cfg: Config, wake: Connection, ready: Event) -> None:
     log = logmod.get_logger(component="ingest")
-    parent = os.getppid()
     with open_parts(cfg, recover=False) as parts:
         parts.parsers.start()
         runner = IngestRunner(parts.processor, cfg.pipeline)
         runner.start()
+        voice = TranscriptionRunner(cfg.transcription, parts.db, parts.blobs, holder=instance_id())
+        voice.start()
         log.info("ingest.started", pid=os.getpid(), workers=cfg.pipeline.parse_workers)
         ready.set()
-        while not stop.is_set() and os.getppid() == parent and runner.alive():
-            if wake.wait(0.5):
-                wake.clear()
+        while runner.alive():
+            said = _parent_says_stop(wake, 0.5)
+            if said:
+                break
+            if said is False:
                 runner.wakeup.set()
+                voice.wakeup.set()  # a new voicemail may be waiting
+        voice.stop()
         runner.stop(STOP_TIMEOUT - 1)
         log.info("ingest.stopped", processed=runner.processed)
 
@@ -64,20 +99,25 @@ class IngestProcess:
 
     def __init__(self, cfg: Config) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.wake = ctx.Event()
-        self.stop_event = ctx.Event()
+        reader, self._writer = ctx.Pipe(duplex=False)
+        # A notify must never block the event loop or an IMAP thread: when the pipe is
+        # full, the child has wake-ups pending anyway.
+        os.set_blocking(self._writer.fileno(), False)
+        self._reader = reader
+        self._lock = threading.Lock()
         self.ready = ctx.Event()
         # Not a daemonic process: it has parser processes of its own. It exits by
         # itself when the parent goes away (see the getppid check in _serve).
         self.proc: SpawnProcess = ctx.Process(
             target=ingest_main,
-            args=(cfg, self.wake, self.stop_event, self.ready),
+            args=(cfg, reader, self.ready),
             name="buzon-ingest",
         )
 
     def start(self, timeout: float = 120.0) -> bool:
         """Start it and wait until it is processing; False if it died or hung first."""
         self.proc.start()
+        self._reader.close()  # only the child reads; our copy would hide the end of the pipe
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ready.wait(0.1):
@@ -87,7 +127,10 @@ class IngestProcess:
         return False
 
     def notify(self) -> None:
-        self.wake.set()
+        # The lock keeps a late notify from writing to a reused descriptor after stop().
+        with self._lock, contextlib.suppress(BlockingIOError, BrokenPipeError):
+            if not self._writer.closed:
+                os.write(self._writer.fileno(), b"\0")  # full: wake-ups are pending
 
     def alive(self) -> bool:
         return self.proc.is_alive()
@@ -98,7 +141,8 @@ class IngestProcess:
 
     def stop(self) -> None:
         """Let the current message finish; kill only past the timeout (the spool keeps it)."""
-        self.stop_event.set()
+        with self._lock:
+            self._writer.close()
         self.proc.join(STOP_TIMEOUT)
         if self.proc.is_alive():
             self.proc.kill()

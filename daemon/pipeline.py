@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,8 +18,9 @@ from structlog.typing import FilteringBoundLogger
 
 from parsers import ParsedMessage
 from storage import repository as repo
+from storage import voicemails as vm_repo
 from storage.blobs import BlobStore
-from storage.models import Attachment, Delivery, Message, Ticket
+from storage.models import Attachment, Delivery, Message, Ticket, Voicemail
 from triage.refs import ref_for, refs_in_subject
 from triage.sla import initial_stamps
 from triage.threading import Candidate, ThreadKeys, decide
@@ -46,6 +47,8 @@ class Work:
     now: datetime
     log: FilteringBoundLogger
     message: Message | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    voicemail: Voicemail | None = None
     ticket: Ticket | None = None
     outcome: str = ""
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -55,6 +58,7 @@ Step = Callable[[Work], None]
 
 
 _EOL = re.compile(rb"\r\n|\r|\n")
+SAME_CALLER_WINDOW = timedelta(hours=24)
 
 
 def _body(raw: bytes) -> bytes:
@@ -213,23 +217,154 @@ def store_attachments(work: Work) -> None:
     assert work.message is not None and work.parsed is not None
     for att in work.parsed.attachments:
         digest = work.blobs.put(att.content)
-        work.session.add(
-            Attachment(
-                message=work.message,
-                filename=att.filename,
-                content_type=att.content_type,
-                size=att.size,
-                sha256=digest,
-                content_id=att.content_id,
-                disposition=att.disposition,
-            )
+        row = Attachment(
+            message=work.message,
+            filename=att.filename,
+            content_type=att.content_type,
+            size=att.size,
+            sha256=digest,
+            content_id=att.content_id,
+            disposition=att.disposition,
         )
+        work.session.add(row)
+        work.attachments.append(row)
+
+
+def voicemail(work: Work) -> None:
+    """Queue a recording for transcription; the ticket does not wait for it."""
+    vm = work.parsed.voicemail if work.parsed is not None else None
+    if vm is None or work.message is None:
+        return
+    if work.voicemail is None and work.message.id is not None:
+        work.voicemail = vm_repo.for_message(work.session, work.message.id)  # a retry
+    if work.voicemail is not None:
+        return
+    audio = vm.audio[0]
+    work.voicemail = Voicemail(
+        message=work.message,
+        attachment=work.attachments[audio.index],
+        audio_format=audio.format,
+        caller_number=vm.caller_number,
+        caller_name=vm.caller_name,
+        duration_seconds=vm.duration_seconds,
+        mailbox=vm.mailbox,
+        urgent=vm.urgent,
+        orig_time=vm.orig_time,
+        pbx=vm.pbx,
+        pbx_transcript=vm.pbx_transcript,
+        source_fields=dict(vm.source_fields),
+        state="pending",
+        attempts=0,
+        due_at=work.now,
+    )
+    work.session.add(work.voicemail)
+    work.events.append(
+        (
+            "voicemail.detected",
+            {
+                "caller": vm.caller_number,
+                "duration_s": vm.duration_seconds,
+                "mailbox": vm.mailbox,
+                "pbx": vm.pbx or "generic",
+                "formats": [a.format for a in vm.audio],
+                "urgent": vm.urgent,
+            },
+        )
+    )
+
+
+def _voicemail_ticket(work: Work, vm: Voicemail) -> None:
+    """A call: the caller is the customer; a repeat call about an open matter joins it."""
+    msg = work.message
+    assert msg is not None
+    caller = f"tel:{vm.caller_number}" if vm.caller_number else ""
+    requester = caller or msg.from_addr or "unknown"
+    open_ticket = (
+        repo.open_ticket_for_requester(
+            work.session, caller, "voicemail", since=work.now - SAME_CALLER_WINDOW
+        )
+        if caller
+        else None
+    )
+    if open_ticket is not None:
+        _join(work, open_ticket, "same-caller", f"{caller} called again within 24 h")
+        return
+    customer = repo.contact_for(work.session, requester, vm.caller_name, requester, work.now)
+    who = " ".join(x for x in (vm.caller_name, vm.caller_number) if x) or "an unknown caller"
+    length = (
+        f" ({vm.duration_seconds // 60}:{vm.duration_seconds % 60:02d})"
+        if vm.duration_seconds is not None
+        else ""
+    )
+    _open(
+        work,
+        subject=("URGENT " if vm.urgent else "") + f"Voicemail from {who}{length}",
+        customer=customer.customer,
+        requester=requester,
+        channel="voicemail",
+        reason="a voicemail opens a ticket at once; its transcript follows",
+    )
+
+
+def _join(work: Work, ticket: Ticket, rule: str, reason: str) -> None:
+    msg = work.message
+    assert msg is not None
+    msg.ticket = ticket
+    ticket.message_count += 1
+    ticket.updated_at = work.now
+    repo.add_event(
+        work.session,
+        ticket,
+        "message_added",
+        work.now,
+        data={"rule": rule, "reason": reason, "message_id": msg.message_id},
+        message=msg,
+    )
+    work.ticket = ticket
+    work.events.append(("ticket.updated", {"rule": rule}))
+
+
+def _open(
+    work: Work, *, subject: str, customer: str, requester: str, channel: str, reason: str
+) -> None:
+    msg = work.message
+    assert msg is not None
+    ticket = Ticket(
+        status="open",
+        subject=subject,
+        customer=customer,
+        requester=requester,
+        channel=channel,
+        message_count=1,
+        created_at=work.received_at,
+        updated_at=work.now,
+    )
+    work.session.add(ticket)
+    work.session.flush()
+    ticket.ref = ref_for(ticket.id)
+    msg.ticket = ticket
+    repo.add_event(
+        work.session,
+        ticket,
+        "created",
+        work.now,
+        data={"reason": reason, "message_id": msg.message_id, "source": work.source},
+        message=msg,
+    )
+    work.ticket = ticket
+    work.events.append(("ticket.created", {"reason": reason, "channel": channel}))
 
 
 def thread(work: Work) -> None:
     """Join the open ticket this message answers, or open a new one."""
     msg, p = work.message, work.parsed
     assert msg is not None and p is not None
+    if msg.ticket is not None:
+        work.ticket = msg.ticket  # a retry of a message that already has its ticket
+        return
+    if work.voicemail is not None:
+        _voicemail_ticket(work, work.voicemail)
+        return
     candidates: list[Candidate] = []
     by_id = dict(repo.open_tickets_for_message_ids(work.session, (*p.in_reply_to, *p.references)))
     for header, ids in (("in-reply-to", p.in_reply_to), ("references", p.references)):
@@ -244,19 +379,7 @@ def thread(work: Work) -> None:
     if decision.ticket_id is not None:
         ticket = work.session.get(Ticket, decision.ticket_id)
         assert ticket is not None
-        msg.ticket = ticket
-        ticket.message_count += 1
-        ticket.updated_at = work.now
-        repo.add_event(
-            work.session,
-            ticket,
-            "message_added",
-            work.now,
-            data={"rule": decision.rule, "reason": decision.reason, "message_id": msg.message_id},
-            message=msg,
-        )
-        work.ticket = ticket
-        work.events.append(("ticket.updated", {"rule": decision.rule}))
+        _join(work, ticket, decision.rule, decision.reason)
         return
     requester = msg.from_addr or (work.envelope.get("mail_from") or "").lower()
     customer = (
@@ -264,30 +387,14 @@ def thread(work: Work) -> None:
         if requester
         else "unknown"
     )
-    ticket = Ticket(
-        status="open",
+    _open(
+        work,
         subject=msg.subject,
         customer=customer,
         requester=requester,
         channel="email",
-        message_count=1,
-        created_at=work.received_at,
-        updated_at=work.now,
+        reason=decision.reason,
     )
-    work.session.add(ticket)
-    work.session.flush()
-    ticket.ref = ref_for(ticket.id)
-    msg.ticket = ticket
-    repo.add_event(
-        work.session,
-        ticket,
-        "created",
-        work.now,
-        data={"reason": decision.reason, "message_id": msg.message_id, "source": work.source},
-        message=msg,
-    )
-    work.ticket = ticket
-    work.events.append(("ticket.created", {"reason": decision.reason}))
 
 
 def stamp(work: Work) -> None:
@@ -309,11 +416,19 @@ STEPS: dict[str, Step] = {
     "store_message": store_message,
     "refresh_message": refresh_message,
     "store_attachments": store_attachments,
+    "voicemail": voicemail,
     "thread": thread,
     "stamp": stamp,
 }
-INGEST: tuple[str, ...] = ("dedupe", "store_message", "store_attachments", "thread", "stamp")
-RETRY: tuple[str, ...] = ("refresh_message", "store_attachments", "thread", "stamp")
+INGEST: tuple[str, ...] = (
+    "dedupe",
+    "store_message",
+    "store_attachments",
+    "voicemail",
+    "thread",
+    "stamp",
+)
+RETRY: tuple[str, ...] = ("refresh_message", "store_attachments", "voicemail", "thread", "stamp")
 
 
 def run(work: Work, pipeline: tuple[str, ...] = INGEST) -> None:

@@ -216,3 +216,44 @@ class ImapFolderState(Base):
     skipped: Mapped[list[dict[str, Any]]] = mapped_column(SafeJSON, default=list)
 
     __table_args__ = (UniqueConstraint("account", "folder"),)
+
+
+class Voicemail(Base):
+    """A message that carries a recording: what the PBX said, and the transcription stage.
+
+    The message and its ticket exist before transcription starts; this row is the
+    stage's queue entry (``state``: pending | running | done | failed),
+    claimed by a lease so a dead runner's claim expires, and its result.
+    """
+
+    __tablename__ = "voicemails"
+    __table_args__ = (Index("ix_voicemails_state_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_pk: Mapped[int] = mapped_column(Id, ForeignKey("messages.id"), unique=True)
+    attachment_pk: Mapped[int] = mapped_column(Id, ForeignKey("attachments.id"))
+    audio_format: Mapped[str] = mapped_column(String(16), default="")
+    caller_number: Mapped[str] = mapped_column(SafeString(64), default="", index=True)
+    caller_name: Mapped[str] = mapped_column(SafeText, default="")
+    duration_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mailbox: Mapped[str] = mapped_column(SafeString(255), default="")
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    orig_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    pbx: Mapped[str] = mapped_column(String(32), default="")
+    pbx_transcript: Mapped[str] = mapped_column(SafeText, default="")
+    source_fields: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
+    model_dir: Mapped[str] = mapped_column(SafeText, default="")
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str] = mapped_column(String(255), default="")
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(SafeText, default="")
+    transcript: Mapped[dict[str, Any] | None] = mapped_column(SafeJSON, nullable=True)
+    text: Mapped[str] = mapped_column(SafeText, default="")
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    needs_listening: Mapped[bool] = mapped_column(Boolean, default=False)
+    transcribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    message: Mapped[Message] = relationship()
+    attachment: Mapped[Attachment] = relationship()

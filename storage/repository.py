@@ -52,6 +52,23 @@ def open_tickets_by_refs(session: Session, refs: Sequence[str]) -> list[Ticket]:
     )
 
 
+def open_ticket_for_requester(
+    session: Session, requester: str, channel: str, *, since: datetime
+) -> Ticket | None:
+    """The requester's most recently active open ticket on ``channel``, if active since."""
+    return session.scalar(
+        select(Ticket)
+        .where(
+            Ticket.requester == requester,
+            Ticket.channel == channel,
+            Ticket.status == OPEN,
+            Ticket.updated_at >= since,
+        )
+        .order_by(Ticket.updated_at.desc())
+        .limit(1)
+    )
+
+
 def add_event(
     session: Session,
     ticket: Ticket,

@@ -102,9 +102,13 @@ def test_sample_config_is_valid_and_documents_every_key(tmp_path: Path) -> None:
     sample = Path(__file__).resolve().parents[2] / "buzon.example.toml"
     text = sample.read_text()
     parse(text.replace('"/var/lib/buzon', f'"{tmp_path}'), tmp_path)
-    for section, cls in [*config_mod.SECTIONS.items(), ("[imap]", config_mod.ImapAccount)]:
+    extra = [("[imap]", config_mod.ImapAccount), ("[voicemail_dir]", config_mod.VoicemailDir)]
+    for section, cls in [*config_mod.SECTIONS.items(), *extra]:
         assert f"[{section}]" in text
         for name in cls.__dataclass_fields__:
+            if (section, name) == ("transcription", "models"):
+                assert "[transcription.models]" in text  # a table of its own
+                continue
             assert f"{name} =" in text, f"[{section}] {name} is not documented in the sample"
 
 
@@ -151,3 +155,53 @@ def test_duplicate_imap_names_are_refused(tmp_path: Path) -> None:
     """Two accounts with one name would share a checkpoint: refused."""
     with pytest.raises(ConfigError, match="used twice"):
         parse(IMAP_OK + IMAP_OK, tmp_path)
+
+
+def test_transcription_and_voicemail_dirs_are_read(tmp_path: Path) -> None:
+    """[transcription] with its per-mailbox models and [[voicemail_dir]] tables become typed
+    values; relative paths resolve against the config file; the pool size defaults to
+    one per core but one."""
+    text = """
+[transcription]
+model = "models/es"
+[transcription.models]
+"6001" = "models/bg"
+"Sales@Example.com" = "/srv/en"
+[[voicemail_dir]]
+path = "vm/INBOX"
+processed = "vm/done"
+mailbox = "6001"
+"""
+    cfg = parse(text, tmp_path)
+    t = cfg.transcription
+    assert t.model == str(tmp_path / "models/es")
+    assert t.model_for(("6001", "x@example.com")) == str(tmp_path / "models/bg")
+    assert t.model_for(("", "sales@example.com")) == "/srv/en"
+    assert t.model_for(("7000",)) == t.model
+    assert t.pool_size(cores=2) == 1 and t.pool_size(cores=8) == 7
+    (d,) = cfg.voicemail_dir
+    assert (d.path, d.processed, d.mailbox) == (
+        str(tmp_path / "vm/INBOX"),
+        str(tmp_path / "vm/done"),
+        "6001",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[transcription]\nworkers = -1\n", "[transcription] workers"),
+        ("[transcription]\nmemory_limit = 1000\n", "use at least 268435456"),
+        ("[transcription]\nconfidence_threshold = 2\n", "a number from 0 to 1"),
+        ('[transcription.models]\n"6001" = 3\n', "[transcription.models]: expected a table"),
+        ('[[voicemail_dir]]\npath = "a"\n', "path and processed are both required"),
+        ('[[voicemail_dir]]\npath = "a"\nprocessed = "a"\n', "another directory"),
+        ('[voicemail_dir]\npath = "a"\n', "must be written [[voicemail_dir]]"),
+    ],
+)
+def test_bad_transcription_settings_name_the_key_and_fix(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(text, tmp_path)
+    assert message in str(err.value)

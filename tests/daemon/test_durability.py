@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -255,6 +256,47 @@ def test_ingest_process_death_stops_the_daemon_and_loses_nothing(
         smtp.sendmail("ana@cliente.es", ["support@example.com"], message("después"))
     d.wait_event("ticket.created")
     assert d.stop() == 0
+
+
+def test_kill9_of_the_daemon_mid_wakeup_stops_its_ingest_process(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """The daemon killed with -9 while it keeps waking its ingest process (mail arriving):
+    the ingest process sees the end of its pipe and exits by itself each time, never
+    left waiting on a lock the dead parent held (it once hung DUR-01 that way)."""
+    d = daemon_factory("orphans")
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            with (
+                contextlib.suppress(OSError, smtplib.SMTPException),
+                smtplib.SMTP("127.0.0.1", d.port, timeout=5) as smtp,
+            ):
+                for _ in range(20):
+                    smtp.sendmail("ana@cliente.es", ["support@example.com"], message("x"))
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        for round_ in range(5):
+            pid = d.wait_event("ingest.started")["pid"]
+            time.sleep(0.3 + 0.1 * round_)
+            d.kill()
+            wait_until(lambda p=pid: not _alive(p), 10, what=f"ingest process {pid} to exit")
+            d.start()
+    finally:
+        stop.set()
+        sender.join(30)
+    assert d.stop() == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _rss_kib(pid: int) -> int:

@@ -6,6 +6,7 @@ lines are collected by a reader thread so tests can wait for events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def free_port() -> int:
@@ -96,7 +97,11 @@ class Daemon:
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
+        with contextlib.suppress(ValueError, OSError):  # closed under us by _close_pipe
+            self._read_lines(proc.stdout)
+
+    def _read_lines(self, stdout: IO[bytes]) -> None:
+        for line in stdout:
             self.raw_lines.append(line)
             try:
                 self.events.append(json.loads(line))

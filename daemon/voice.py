@@ -1,0 +1,279 @@
+"""The transcription stage: claim voicemails from the database, transcribe, record the result.
+
+It runs in the ingest process next to the spool runner, on its own threads, and
+hands the audio to a pool of recogniser processes (``transcription``): email
+never waits behind a recording. The ticket already exists; a transcript updates
+it, a failure is retried with back-off and then written on the ticket with its
+reason. Without a configured model the stage does not start: voicemails stay
+``pending`` (tickets without text) and the daemon says so at start.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from daemon.config import TranscriptionConfig
+from daemon.logging import get_logger
+from storage import repository as repo
+from storage import voicemails as vm_repo
+from storage.blobs import BlobStore
+from storage.engine import Database
+from storage.models import Ticket, Voicemail
+from transcription import (
+    DecodeLimits,
+    ModelUnavailable,
+    PoolClosed,
+    TranscriberPool,
+    Transcript,
+    TranscriptionError,
+    UndecodableAudio,
+    check_model_dir,
+)
+
+_UNREADABLE = "the recording could not be read from the attachment store; check [storage]"
+LEASE = timedelta(minutes=30)  # longer than any time_limit: only a dead runner's claim expires
+SUBJECT_WORDS = 12
+
+
+class Transcriber(Protocol):
+    def transcribe(self, audio: bytes, model_dir: Path, format_hint: str = "") -> Transcript: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What a claimed row needs outside the transaction that claimed it."""
+
+    id: int
+    message_pk: int
+    audio_sha256: str
+    audio_format: str
+    model_dir: str
+    attempts: int
+
+
+def make_pool(cfg: TranscriptionConfig) -> TranscriberPool:
+    return TranscriberPool(
+        cfg.pool_size(),
+        limits=DecodeLimits(
+            max_bytes=cfg.max_audio_bytes,
+            max_seconds=cfg.max_audio_seconds,
+            time_limit=cfg.time_limit,
+        ),
+        memory_limit_bytes=cfg.memory_limit or None,
+        threshold=cfg.confidence_threshold,
+    )
+
+
+class TranscriptionRunner:
+    """N threads (one per recogniser process), each claiming one voicemail at a time."""
+
+    def __init__(
+        self,
+        cfg: TranscriptionConfig,
+        db: Database,
+        blobs: BlobStore,
+        *,
+        holder: str,
+        pool_factory: Callable[[TranscriptionConfig], Transcriber] = make_pool,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.cfg, self.db, self.blobs, self.holder = cfg, db, blobs, holder
+        self.clock, self.poll_interval = clock, poll_interval
+        self._pool_factory = pool_factory
+        self.pool: Transcriber | None = None
+        self.stop_event = threading.Event()
+        self.wakeup = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.log = get_logger(component="transcription")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.model or self.cfg.models)
+
+    def start(self) -> bool:
+        """Start the pool and the threads; False (and a warning) when no model is set."""
+        if not self.enabled:
+            with self.db.transaction() as s:
+                waiting = vm_repo.states(s).get("pending", 0)
+            self.log.warning(
+                "transcription.disabled",
+                reason="no [transcription] model is configured",
+                waiting_voicemails=waiting,
+                fix="download a Vosk model, set [transcription] model to its directory, "
+                "restart; waiting voicemails are transcribed then",
+            )
+            return False
+        for model in {self.cfg.model, *(path for _, path in self.cfg.models)} - {""}:
+            try:
+                check_model_dir(Path(model))
+            except TranscriptionError as exc:  # start anyway: the admin may be installing it
+                self.log.warning("transcription.model_missing", model=model, error=str(exc))
+        self.pool = self._pool_factory(self.cfg)
+        workers = self.cfg.pool_size()
+        for i in range(workers):
+            t = threading.Thread(target=self._loop, name=f"transcription-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.log.info("transcription.started_pool", workers=workers, model=self.cfg.model)
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        self.wakeup.set()
+        if self.pool is not None:
+            self.pool.close()  # fails the jobs in flight: they are retried after a restart
+        for t in self._threads:
+            t.join(timeout)
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                worked = self.run_once()
+            except Exception as exc:  # the database went away: keep the thread, retry
+                self.log.error("transcription.runner_error", error=f"{type(exc).__name__}: {exc}")
+                worked = False
+            if not worked:
+                self.wakeup.wait(self.poll_interval)
+                self.wakeup.clear()
+
+    def run_once(self) -> bool:
+        """Claim and transcribe one voicemail; False when none was due."""
+        assert self.pool is not None, "start() the runner first"
+        job = self._claim()
+        if job is None:
+            return False
+        log = self.log.bind(voicemail_id=job.id, message_pk=job.message_pk)
+        log.info("transcription.started", format=job.audio_format, model=Path(job.model_dir).name)
+        try:
+            if not job.model_dir:
+                raise ModelUnavailable(
+                    "no model for this mailbox: set [transcription] model "
+                    "(or a [transcription.models] entry)"
+                )
+            audio = self.blobs.get(job.audio_sha256)
+            transcript = self.pool.transcribe(audio, Path(job.model_dir), job.audio_format)
+        except PoolClosed:
+            self._requeue(job)  # the daemon is stopping: not the recording's fault
+        except TranscriptionError as exc:
+            self._failed(job, exc, log)
+        except OSError as exc:  # the attachment store lost the file: nothing to retry
+            self._failed(job, UndecodableAudio(f"{_UNREADABLE} ({exc})"), log)
+        else:
+            self._done(job, transcript, log)
+        return True
+
+    def _claim(self) -> _Job | None:
+        with self.db.transaction() as s:
+            row = vm_repo.claim(s, self.holder, self.clock(), LEASE)
+            if row is None:
+                return None
+            keys = (row.mailbox, *row.message.to_addrs)
+            row.model_dir = self.cfg.model_for(keys)
+            return _Job(
+                row.id,
+                row.message_pk,
+                row.attachment.sha256,
+                row.audio_format,
+                row.model_dir,
+                row.attempts,
+            )
+
+    def _done(self, job: _Job, t: Transcript, log: Any) -> None:
+        now = self.clock()
+        with self.db.transaction() as s:
+            row = s.get(Voicemail, job.id)
+            assert row is not None
+            row.state, row.last_error = "done", ""
+            row.claimed_until = None
+            row.transcript = t.to_json()
+            row.text = t.text
+            row.confidence = t.confidence
+            row.needs_listening = t.needs_listening
+            row.transcribed_at = now
+            ticket = row.message.ticket
+            if ticket is not None:
+                _title(ticket, t.text)
+                ticket.updated_at = now
+                repo.add_event(
+                    s,
+                    ticket,
+                    "transcribed",
+                    now,
+                    data={
+                        "model": t.model,
+                        "confidence": round(t.confidence, 3),
+                        "needs_listening": t.needs_listening,
+                        "duration_s": round(t.duration, 2),
+                        "words": len(t.words),
+                    },
+                    message=row.message,
+                )
+        log.info(
+            "transcription.done",
+            duration_s=round(t.duration, 2),
+            elapsed_s=round(t.elapsed, 3),
+            real_time_factor=round(t.real_time_factor, 3),
+            confidence=round(t.confidence, 3),
+            needs_listening=t.needs_listening,
+            words=len(t.words),
+            model=t.model,
+        )
+
+    def _requeue(self, job: _Job) -> None:
+        with self.db.transaction() as s:
+            row = s.get(Voicemail, job.id)
+            assert row is not None
+            row.state, row.claimed_until, row.due_at = "pending", None, self.clock()
+
+    def _failed(self, job: _Job, exc: TranscriptionError, log: Any) -> None:
+        now = self.clock()
+        attempts = job.attempts + 1
+        final = exc.permanent or attempts >= self.cfg.max_attempts
+        reason = str(exc)
+        with self.db.transaction() as s:
+            row = s.get(Voicemail, job.id)
+            assert row is not None
+            row.attempts = attempts
+            row.last_error = reason
+            row.claimed_until = None
+            if final:
+                row.state = "failed"
+                ticket = row.message.ticket
+                if ticket is not None:
+                    repo.add_event(
+                        s,
+                        ticket,
+                        "transcription_failed",
+                        now,
+                        data={"reason": reason, "attempts": attempts, "error": type(exc).__name__},
+                        message=row.message,
+                    )
+            else:
+                row.state = "pending"
+                row.due_at = now + timedelta(seconds=self.cfg.retry_delay * 2 ** (attempts - 1))
+        event = "transcription.failed" if final else "transcription.retry"
+        (log.error if final else log.warning)(
+            event,
+            error=type(exc).__name__,
+            reason=reason,
+            attempts=attempts,
+            max_attempts=self.cfg.max_attempts,
+            recording_kept=True,
+        )
+
+
+def _title(ticket: Ticket, text: str) -> None:
+    """Give a voicemail ticket the first words of what was said, once."""
+    words = text.split()
+    if not words or ": " in ticket.subject:
+        return
+    gist = " ".join(words[:SUBJECT_WORDS]) + ("…" if len(words) > SUBJECT_WORDS else "")
+    ticket.subject = f"{ticket.subject}: {gist}"
