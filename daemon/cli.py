@@ -72,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
         help="queue every failed transcription again (after fixing the model, say)",
     )
 
+    triage = sub.add_parser("triage", help="classification: explain a decision")
+    trsub = triage.add_subparsers(dest="action", required=True, metavar="ACTION")
+    te = trsub.add_parser("explain", help="classify message files and say why; stores nothing")
+    te.add_argument("files", nargs="+", metavar="FILE")
+    te.add_argument("--json", action="store_true")
+    te.add_argument(
+        "--minutes-since-previous",
+        type=float,
+        default=None,
+        metavar="M",
+        help="as if the sender wrote on an open ticket M minutes before (chase detection)",
+    )
+
     quarantine = sub.add_parser("quarantine", help="messages that could not be processed")
     qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
     ql = qsub.add_parser("list", help="list quarantined messages and spool entries")
@@ -95,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# configuration OK: {cfg.source}")
         print(json.dumps(cfg.redacted(), indent=2))
         return EXIT_OK
-    from daemon import commands, voice_commands
+    from daemon import commands, triage_commands, voice_commands
 
     handlers: dict[tuple[str, str | None], Any] = {
         ("ingest", None): commands.ingest,
@@ -105,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("quarantine", "list"): commands.quarantine_list,
         ("quarantine", "retry"): commands.quarantine_retry,
         ("transcribe", None): voice_commands.transcribe,
+        ("triage", "explain"): triage_commands.explain,
     }
     handler = handlers[(args.command, getattr(args, "action", None))]
     try:

@@ -243,6 +243,11 @@ def ticket_summary(t: Ticket) -> dict[str, Any]:
         "updated_at": _iso(t.updated_at),
         "assign_by": _iso(t.assign_by),
         "respond_by": _iso(t.respond_by),
+        "category": t.category,
+        "priority": t.priority,
+        "severity": t.severity,
+        "language": t.language,
+        "flags": t.flags,
     }
 
 
@@ -304,10 +309,14 @@ def tickets_list(cfg: Config, args: argparse.Namespace) -> int:
     if not rows:
         print("no tickets")
         return 0
-    print(f"{'REF':<10} {'STATUS':<8} {'MSGS':>4}  {'RESPOND BY':<25} {'CUSTOMER':<28} SUBJECT")
+    print(
+        f"{'REF':<10} {'STATUS':<8} {'MSGS':>4}  {'PRIO':<6} {'CATEGORY':<17} "
+        f"{'RESPOND BY':<25} {'CUSTOMER':<28} SUBJECT"
+    )
     for r in rows:
         print(
             f"{r['ref']:<10} {r['status']:<8} {r['message_count']:>4}  "
+            f"{r['priority'] or '-':<6} {r['category'] or '-':<17} "
             f"{r['respond_by'] or '-':<25} {_one_line(r['customer'], 28):<28} "
             f"{_one_line(r['subject'], 60)}"
         )
@@ -321,6 +330,7 @@ def tickets_show(cfg: Config, args: argparse.Namespace) -> int:
             raise UsageError(f"no ticket {args.ticket!r}; see 'buzon tickets list'")
         data = ticket_summary(t)
         data["messages"] = [_message_detail(m, session) for m in t.messages]
+        data["triage"] = t.triage
         data["events"] = [
             {"at": _iso(e.at), "kind": e.kind, "message": e.message_pk, "data": e.data}
             for e in t.events
@@ -332,6 +342,14 @@ def tickets_show(cfg: Config, args: argparse.Namespace) -> int:
     print(f"customer: {data['customer']}   channel: {data['channel']}")
     print(f"created:  {data['created_at']}")
     print(f"assign by: {data['assign_by']}   respond by: {data['respond_by']}")
+    if data["category"]:
+        flags = f"   flags: {', '.join(data['flags'])}" if data["flags"] else ""
+        print(
+            f"triage:   {data['category']} / priority {data['priority']} / severity "
+            f"{data['severity']} / {data['language']}{flags}"
+        )
+        for name, d in (data["triage"].get("decisions") or {}).items():
+            print(f"  {name:<26} [{d['confidence']:.2f}] {d['explanation']}")
     for m in data["messages"]:
         print(
             f"\n--- message {m['id']} from {m['from'] or '?'} at {m['received_at']} ({m['source']})"

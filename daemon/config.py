@@ -139,6 +139,13 @@ class TranscriptionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TriageConfig:
+    """``[triage]``: the admin's rules, layered over the shipped ones (languages included)."""
+
+    rules: str = ""  # a TOML file layered over triage/rules/default.toml; "" = shipped only
+
+
+@dataclass(frozen=True, slots=True)
 class VoicemailDir:
     """One ``[[voicemail_dir]]``: an Asterisk voicemail folder (msgNNNN.txt + audio) to watch."""
 
@@ -158,6 +165,8 @@ class Config:
     imap: tuple[ImapAccount, ...] = ()
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     voicemail_dir: tuple[VoicemailDir, ...] = ()
+    triage: TriageConfig = field(default_factory=TriageConfig)
+    routing: tuple[tuple[str, str], ...] = ()  # (recipient address, category)
     source: str = "<embedded default>"
 
     def sqlite_path(self) -> Path | None:
@@ -171,7 +180,7 @@ class Config:
         """The effective configuration as plain data, with secrets masked."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in ("source", "imap", "voicemail_dir"):
+            if f.name in ("source", "imap", "voicemail_dir", "routing"):
                 continue
             section = getattr(self, f.name)
             out[f.name] = {k.name: _mask(k.name, getattr(section, k.name)) for k in fields(section)}
@@ -181,6 +190,7 @@ class Config:
             for acct in self.imap
         ]
         out["transcription"]["models"] = dict(self.transcription.models)
+        out["routing"] = dict(self.routing)
         out["voicemail_dir"] = [
             {k.name: getattr(d, k.name) for k in fields(d)} for d in self.voicemail_dir
         ]
@@ -193,6 +203,7 @@ SECTIONS: dict[str, type[Any]] = {
     "pipeline": PipelineConfig,
     "log": LogConfig,
     "transcription": TranscriptionConfig,
+    "triage": TriageConfig,
 }
 
 
@@ -254,6 +265,17 @@ def _models(value: Any) -> tuple[tuple[str, str], ...]:
             'e.g. "6001" = "/var/lib/vosk/es" or "ventas@example.com" = "/var/lib/vosk/en"'
         )
     return tuple(value.items())
+
+
+def _routing(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and "@" in k and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ConfigError(
+            "[routing]: expected recipient address = category, "
+            'e.g. "billing@example.com" = "billing" (categories: see buzon triage explain)'
+        )
+    return tuple((k.lower().strip(), v) for k, v in value.items())
 
 
 def _section(name: str, cls: type[Any], data: Any) -> Any:
@@ -452,6 +474,9 @@ def parse(text: str, *, base: Path, source: str) -> Config:
                 raise ConfigError("[imap] must be written [[imap]] (one table per account)")
             sections["imap"] = tuple(_section("[imap]", ImapAccount, v) for v in value)
             continue
+        if name == "routing":
+            sections[name] = _routing(value)
+            continue
         if name == "voicemail_dir":
             if not isinstance(value, list):
                 raise ConfigError(
@@ -462,7 +487,7 @@ def parse(text: str, *, base: Path, source: str) -> Config:
         if name not in SECTIONS:
             raise ConfigError(
                 f"[{name}]: unknown section; {_suggest(name, list(SECTIONS))}"
-                f"known sections are {', '.join(SECTIONS)}, [[imap]], [[voicemail_dir]] "
+                f"known sections are {', '.join(SECTIONS)}, [routing], [[imap]], [[voicemail_dir]] "
                 f"(see {SAMPLE})"
             )
         sections[name] = _section(name, SECTIONS[name], value)
@@ -499,6 +524,7 @@ def finalise(cfg: Config, base: Path) -> Config:
         model=_resolve(base, t.model) if t.model else "",
         models=tuple((k.lower(), _resolve(base, v)) for k, v in t.models),
     )
+    triage = replace(cfg.triage, rules=_resolve(base, cfg.triage.rules) if cfg.triage.rules else "")
     dirs = tuple(
         replace(
             d,
@@ -508,7 +534,13 @@ def finalise(cfg: Config, base: Path) -> Config:
         for d in cfg.voicemail_dir
     )
     cfg = replace(
-        cfg, storage=storage, smtp=smtp, imap=imap, transcription=transcription, voicemail_dir=dirs
+        cfg,
+        storage=storage,
+        smtp=smtp,
+        imap=imap,
+        transcription=transcription,
+        voicemail_dir=dirs,
+        triage=triage,
     )
     _validate(cfg)
     return cfg

@@ -27,6 +27,7 @@ from daemon.errors import ParseTimeoutError, TransientError
 from daemon.logging import get_logger
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool, SpoolEntry
+from daemon.triager import Triager
 from storage import repository as repo
 from storage.blobs import BlobStore
 from storage.engine import Database
@@ -68,12 +69,14 @@ class IngestProcessor:
         blobs: BlobStore,
         *,
         clock: Clock = utcnow,
+        triager: Callable[[], Triager | None] = lambda: None,
     ) -> None:
         self.spool = spool
         self.db = db
         self.parsers = parsers
         self.blobs = blobs
         self.clock = clock
+        self._triager = triager  # built on first use: one-shot commands never need it
         self.log = get_logger(component="ingest")
 
     def process(self, entry: SpoolEntry) -> Outcome:
@@ -154,6 +157,7 @@ class IngestProcessor:
                 now=self.clock(),
                 log=self.log,
                 message=repo.message(session, message_pk) if message_pk else None,
+                triager=self._triager(),
             )
             pipeline.run(work, steps)
             outcome = Outcome(

@@ -75,10 +75,13 @@ def _parent_says_stop(wake: Connection, timeout: float) -> bool | None:
 def _serve(cfg: Config, wake: Connection, ready: Event) -> None:
     log = logmod.get_logger(component="ingest")
     with open_parts(cfg, recover=False) as parts:
+        parts.triager()  # load rules and the language model now: a bad rule fails the start
         parts.parsers.start()
         runner = IngestRunner(parts.processor, cfg.pipeline)
         runner.start()
-        voice = TranscriptionRunner(cfg.transcription, parts.db, parts.blobs, holder=instance_id())
+        voice = TranscriptionRunner(
+            cfg.transcription, parts.db, parts.blobs, holder=instance_id(), triager=parts.triager
+        )
         voice.start()
         log.info("ingest.started", pid=os.getpid(), workers=cfg.pipeline.parse_workers)
         ready.set()

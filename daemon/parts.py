@@ -15,6 +15,7 @@ from daemon.ingest import IngestProcessor
 from daemon.logging import get_logger
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool
+from daemon.triager import LazyTriager
 from storage.blobs import BlobStore
 from storage.engine import Database
 
@@ -26,6 +27,7 @@ class Parts:
     parsers: ParserPool
     blobs: BlobStore
     processor: IngestProcessor
+    triager: LazyTriager
 
 
 @contextmanager
@@ -62,7 +64,9 @@ def open_parts(cfg: Config, *, recover: bool) -> Iterator[Parts]:
                 )
         parsers = ParserPool(cfg.pipeline.parse_workers, cfg.pipeline.parse_timeout)
         blobs = BlobStore(cfg.storage.attachments)
-        yield Parts(db, spool, parsers, blobs, IngestProcessor(spool, db, parsers, blobs))
+        triager = LazyTriager(cfg)
+        processor = IngestProcessor(spool, db, parsers, blobs, triager=triager)
+        yield Parts(db, spool, parsers, blobs, processor, triager)
     finally:
         if parsers is not None:
             parsers.close()

@@ -16,11 +16,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 from structlog.typing import FilteringBoundLogger
 
+from daemon.triager import Triager
 from parsers import ParsedMessage
 from storage import repository as repo
 from storage import voicemails as vm_repo
 from storage.blobs import BlobStore
 from storage.models import Attachment, Delivery, Message, Ticket, Voicemail
+from triage.classification import Classification
+from triage.classify import MessageFacts
 from triage.refs import ref_for, refs_in_subject
 from triage.sla import initial_stamps
 from triage.threading import Candidate, ThreadKeys, decide
@@ -50,6 +53,7 @@ class Work:
     attachments: list[Attachment] = field(default_factory=list)
     voicemail: Voicemail | None = None
     ticket: Ticket | None = None
+    triager: Triager | None = None
     outcome: str = ""
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -397,6 +401,64 @@ def thread(work: Work) -> None:
     )
 
 
+def facts_for(msg: Message, envelope: dict[str, Any], previous: datetime | None) -> MessageFacts:
+    """What triage reads from a stored message (a voicemail's text is its transcript)."""
+    rcpts = [*msg.to_addrs, *msg.cc_addrs, *(envelope.get("rcpt_tos") or [])]
+    minutes = (msg.received_at - previous).total_seconds() / 60 if previous else None
+    return MessageFacts(
+        subject=msg.subject,
+        text=msg.text,
+        channel="email",
+        recipients=tuple(dict.fromkeys(a.lower() for a in rcpts if a)),
+        minutes_since_previous=minutes,
+    )
+
+
+def apply_classification(
+    work_session: Session, ticket: Ticket, msg: Message, c: Classification, now: datetime
+) -> None:
+    """Put a classification on the ticket it opened, with every decision in its event."""
+    ticket.category = c.category.value
+    ticket.priority = c.priority.value
+    ticket.severity = c.severity.value
+    ticket.language = c.language.value
+    ticket.flags = list(c.flags.raised)
+    ticket.triage = c.as_dict()
+    repo.add_event(work_session, ticket, "classified", now, data=c.as_dict(), message=msg)
+
+
+def classify(work: Work) -> None:
+    """Classify the message: a new ticket takes its values; a reply is checked for a chase."""
+    msg, ticket = work.message, work.ticket
+    if work.triager is None or msg is None or ticket is None:
+        return
+    if work.voicemail is not None:
+        return  # the PBX's notice says nothing of the matter: the transcript is classified
+    earlier = [m.received_at for m in ticket.messages if m is not msg and m.id != msg.id]
+    c = work.triager.classify(facts_for(msg, work.envelope, max(earlier, default=None)))
+    if ticket.message_count <= 1 and not ticket.category:
+        apply_classification(work.session, ticket, msg, c, work.now)
+        work.events.append(
+            (
+                "ticket.classified",
+                {
+                    "category": c.category.value,
+                    "priority": c.priority.value,
+                    "severity": c.severity.value,
+                    "language": c.language.value,
+                    "flags": list(c.flags.raised),
+                },
+            )
+        )
+        return
+    if c.flags.raised:
+        # A reply keeps its ticket's classification; its own flags (a chase: seed 001,
+        # attached, never a new ticket, never a reset clock) are recorded beside it.
+        data = {name: d.as_dict() for name, d in c.flags.decisions() if d.value}
+        repo.add_event(work.session, ticket, "message_flagged", work.now, data=data, message=msg)
+        work.events.append(("message.flagged", {"flags": list(c.flags.raised)}))
+
+
 def stamp(work: Work) -> None:
     """Stamp SLA deadlines on a ticket this message opened."""
     ticket = work.ticket
@@ -418,6 +480,7 @@ STEPS: dict[str, Step] = {
     "store_attachments": store_attachments,
     "voicemail": voicemail,
     "thread": thread,
+    "classify": classify,
     "stamp": stamp,
 }
 INGEST: tuple[str, ...] = (
@@ -426,9 +489,17 @@ INGEST: tuple[str, ...] = (
     "store_attachments",
     "voicemail",
     "thread",
+    "classify",
     "stamp",
 )
-RETRY: tuple[str, ...] = ("refresh_message", "store_attachments", "voicemail", "thread", "stamp")
+RETRY: tuple[str, ...] = (
+    "refresh_message",
+    "store_attachments",
+    "voicemail",
+    "thread",
+    "classify",
+    "stamp",
+)
 
 
 def run(work: Work, pipeline: tuple[str, ...] = INGEST) -> None:

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from daemon.config import TranscriptionConfig
 from daemon.logging import get_logger
+from daemon.pipeline import apply_classification
+from daemon.triager import Triager
 from storage import repository as repo
 from storage import voicemails as vm_repo
 from storage.blobs import BlobStore
@@ -34,6 +36,7 @@ from transcription import (
     UndecodableAudio,
     check_model_dir,
 )
+from triage.classify import MessageFacts
 
 _UNREADABLE = "the recording could not be read from the attachment store; check [storage]"
 LEASE = timedelta(minutes=30)  # longer than any time_limit: only a dead runner's claim expires
@@ -84,7 +87,9 @@ class TranscriptionRunner:
         pool_factory: Callable[[TranscriptionConfig], Transcriber] = make_pool,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         poll_interval: float = 1.0,
+        triager: Callable[[], Triager] | None = None,
     ) -> None:
+        self.triager = triager
         self.cfg, self.db, self.blobs, self.holder = cfg, db, blobs, holder
         self.clock, self.poll_interval = clock, poll_interval
         self._pool_factory = pool_factory
@@ -199,6 +204,16 @@ class TranscriptionRunner:
             row.needs_listening = t.needs_listening
             row.transcribed_at = now
             ticket = row.message.ticket
+            if ticket is not None and self.triager is not None and not ticket.category:
+                # What the caller said is what the ticket is about: classify that.
+                facts = MessageFacts(
+                    subject=ticket.subject,
+                    text=t.text,
+                    channel="voicemail",
+                    recipients=tuple(row.message.to_addrs),
+                )
+                c = self.triager().classify(facts)
+                apply_classification(s, ticket, row.message, c, now)
             if ticket is not None:
                 _title(ticket, t.text)
                 ticket.updated_at = now

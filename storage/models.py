@@ -154,6 +154,14 @@ class Ticket(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     assign_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     respond_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Triage of the message that opened the ticket (or its voicemail transcript):
+    # the values agents filter on, and every decision with its confidence and reason.
+    category: Mapped[str] = mapped_column(String(64), default="", index=True)
+    priority: Mapped[str] = mapped_column(String(16), default="", index=True)
+    severity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    language: Mapped[str] = mapped_column(String(16), default="")
+    flags: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
+    triage: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     events: Mapped[list[TicketEvent]] = relationship(

@@ -41,8 +41,8 @@ def test_new_message_opens_stamped_ticket(parts: Parts) -> None:
         )
         assert t.assign_by == t.created_at + timedelta(hours=1)
         assert t.respond_by == t.assign_by + timedelta(hours=1)
-        assert [e.kind for e in t.events] == ["created", "stamped"]
-        assert t.events[1].data["respond_by"] == t.respond_by.isoformat()
+        assert [e.kind for e in t.events] == ["created", "classified", "stamped"]
+        assert t.events[2].data["respond_by"] == t.respond_by.isoformat()
         assert t.messages[0].text.startswith("Hola")
 
 

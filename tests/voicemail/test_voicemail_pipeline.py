@@ -48,7 +48,9 @@ def runner(vm_parts: tuple[Config, Parts]) -> Iterator[TranscriptionRunner]:
     Jobs are run with ``run_once`` from the test thread, so the test decides when.
     """
     cfg, parts = vm_parts
-    r = TranscriptionRunner(cfg.transcription, parts.db, parts.blobs, holder="test")
+    r = TranscriptionRunner(
+        cfg.transcription, parts.db, parts.blobs, holder="test", triager=parts.triager
+    )
     r.pool = make_pool(cfg.transcription)
     yield r
     r.pool.close()
@@ -133,7 +135,9 @@ def test_vm01_asterisk_email_becomes_a_ticket_then_gets_vosks_transcript(
     with parts.db.transaction() as s:
         t = repo.ticket(s, out.ticket_ref or "")
         assert t is not None
-        assert [e.kind for e in t.events][-1] == "transcribed"
+        # The transcript, not the PBX's notice, is what gets classified.
+        assert [e.kind for e in t.events][-2:] == ["classified", "transcribed"]
+        assert t.category and t.priority and t.language
         assert t.subject.startswith("Voicemail from Ana Pérez +34600111222 (0:04): ")
 
 
