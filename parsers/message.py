@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from parsers.addresses import parse_address_list, parse_sender
 from parsers.attachments import build
+from parsers.authresults import auth_results
 from parsers.autosignals import auto_signals
 from parsers.headers import (
     HeaderIndex,
@@ -33,6 +34,7 @@ from parsers.mime import PARSER_COMPAT32, parse_tree
 from parsers.model import (
     Address,
     Attachment,
+    AuthResult,
     AutoSignals,
     ParsedMessage,
     ParseLimits,
@@ -160,9 +162,13 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
     )
     auto = step(
         "auto signals",
-        lambda: auto_signals(index, root, found.content_types, sender, subject_text),
+        lambda: auto_signals(
+            index, root, found.content_types, sender=sender, subject=subject_text, text=body[0]
+        ),
         AutoSignals(),
     )
+    no_results: tuple[AuthResult, ...] = ()
+    authentication = step("Authentication-Results", lambda: auth_results(index), no_results)
     no_headers: tuple[tuple[str, str], ...] = ()
     headers, header_defects = step(
         "headers", lambda: header_pairs(root, limits.max_header_bytes), (no_headers, no_defects)
@@ -205,6 +211,7 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
         parser=parser,
         headers=headers,
         voicemail=voicemail,
+        authentication=authentication,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 # What the bytes of an audio part are, sniffed, never taken from the file name.
 # "wav" is RIFF PCM (integer or float); "wav49" is RIFF with GSM 6.10 (tag 49);
@@ -59,24 +59,51 @@ class Attachment:
     disposition: str = ""  # "attachment", "inline" or ""
 
 
+# What kind of machine mail a message is (``parsers.autosignals`` decides, and
+# says why in ``AutoSignals.reason``); "" means a person wrote it.
+AutoKind = Literal[
+    "",
+    "bounce",
+    "delivery_report",
+    "read_report",
+    "feedback_report",
+    "out_of_office",
+    "list",
+    "auto_generated",
+]
+AUTO_KINDS: tuple[AutoKind, ...] = get_args(AutoKind)
+
+
 @dataclass(frozen=True, slots=True)
 class AutoSignals:
-    """Evidence that a message was sent by a machine, for loop prevention (RFC 3834)."""
+    """Evidence that a message was sent by a machine, for loop prevention (RFC 3834).
 
-    auto_submitted: str = ""  # header value lower-cased; "" when absent
-    precedence: str = ""  # bulk, list, junk, auto_reply …
+    ``kind`` is the one answer the daemon acts on: never acknowledge or open a
+    ticket for a non-empty kind; attach a report or auto-reply to the ticket of
+    ``returned_message_ids``. ``reason`` names the header or part that decided.
+    The other fields are the raw evidence, kept for logs and older readers.
+    """
+
+    auto_submitted: str = ""  # keyword before ";", comments dropped, lower-cased; "" if absent
+    precedence: str = ""  # bulk, list, junk, auto_reply … (same normalisation)
     auto_response_suppress: str = ""  # X-Auto-Response-Suppress value
     list_id: str = ""
-    is_bounce: bool = False  # multipart/report delivery-status, or a classic bounce
-    is_dsn: bool = False  # multipart/report; report-type=delivery-status
+    is_bounce: bool = False  # non-delivery: a failed (or unreadable) DSN, or a classic bounce
+    is_dsn: bool = False  # multipart/report; report-type=delivery-status (or such a part)
     is_mdn: bool = False  # multipart/report; report-type=disposition-notification
     null_sender: bool = False  # Return-Path: <> (set by the daemon from the envelope too)
+    kind: AutoKind = ""  # see AutoKind; "" when a person wrote it
+    reason: str = ""  # one line naming the deciding header or part; "" when kind is ""
+    # Message-IDs (bare, as ``ParsedMessage.message_id``) of the message a report
+    # or auto-reply is about, most reliable source first; () when unknown.
+    returned_message_ids: tuple[str, ...] = ()
 
     @property
     def is_automatic(self) -> bool:
         """True when any signal says a machine sent this; never auto-respond then."""
         return bool(
-            (self.auto_submitted and self.auto_submitted != "no")
+            self.kind
+            or (self.auto_submitted and self.auto_submitted != "no")
             or self.precedence in {"bulk", "list", "junk", "auto_reply"}
             or self.auto_response_suppress
             or self.list_id
@@ -85,6 +112,19 @@ class AutoSignals:
             or self.is_mdn
             or self.null_sender
         )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """One top-level Authentication-Results field (RFC 8601), as far as Buzón reads it.
+
+    Only the DMARC result is kept: it is what decides whether a From address
+    may be trusted for threading (``parsers.authresults.dmarc_fail_for``).
+    """
+
+    authserv_id: str  # lower-cased; "" when the field names none (Microsoft 365 omits it)
+    dmarc: str = ""  # lower-cased result: pass, fail, none, temperror, permerror …; "" when absent
+    header_from: str = ""  # the dmarc result's header.from domain, lower-cased; "" when absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +193,4 @@ class ParsedMessage:
     fatal: str = ""
     headers: tuple[tuple[str, str], ...] = ()  # decoded, control chars removed, capped
     voicemail: Voicemail | None = None  # set when an attachment is a sound recording
+    authentication: tuple[AuthResult, ...] = ()  # Authentication-Results, topmost first

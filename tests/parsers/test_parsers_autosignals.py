@@ -57,6 +57,8 @@ def test_loop_headers_are_read_and_normalised() -> None:
         precedence="bulk",
         auto_response_suppress="OOF, AutoReply",
         list_id="Support news <news.example.com>",
+        kind="out_of_office",
+        reason="Auto-Submitted: auto-replied",
     )
 
 
