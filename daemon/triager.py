@@ -1,7 +1,11 @@
-"""Classify messages for the daemon: shipped rules + the admin's, [routing], one language model.
+"""Classify messages for the daemon: shipped rules + the admin's, a learned model, [routing].
 
 Built once per process and on first use (the language detector takes a moment and
 some memory to load; one-shot commands such as ``tickets list`` never need it).
+A model trained by ``buzon triage train`` (``[triage] model``, else
+``triage-model.npz`` beside the spool) overrules the rules' category or priority
+only where it is surer than they are (``triage.learned.overrule``); without
+scikit-learn it is ignored with one warning and the rules decide alone.
 ``[routing]`` is applied last: when the mail was sent to a routed address, that
 address decides the department, and the decision says so.
 """
@@ -15,10 +19,12 @@ from pathlib import Path
 
 from daemon.config import Config
 from daemon.errors import ConfigError
+from daemon.logging import get_logger
 from triage.classification import Classification
 from triage.classify import MessageFacts, classify
 from triage.decision import Decision
 from triage.language import LanguageGuesser
+from triage.learned import LearnedModel, LearnUnavailable, ModelError, overrule
 from triage.ruleset import RulesError, RuleSet
 
 
@@ -29,8 +35,15 @@ def shipped_rules() -> str:
 class Triager:
     """``classify(facts)``: the daemon's one way to triage a message."""
 
-    def __init__(self, rules: RuleSet, languages: LanguageGuesser, routing: dict[str, str]) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        languages: LanguageGuesser,
+        routing: dict[str, str],
+        model: LearnedModel | None = None,
+    ) -> None:
         self.rules, self.languages, self.routing = rules, languages, routing
+        self.model = model
 
     @classmethod
     def from_config(cls, cfg: Config) -> Triager:
@@ -58,10 +71,17 @@ class Triager:
             languages = LanguageGuesser(**rules.settings.language_options())
         except ValueError as exc:
             raise ConfigError(f"[triage] rules: [language] {exc}") from exc
-        return cls(rules, languages, dict(cfg.routing))
+        return cls(rules, languages, dict(cfg.routing), load_model(cfg))
 
     def classify(self, facts: MessageFacts) -> Classification:
         result = classify(facts, self.rules, self.languages)
+        if self.model is not None:
+            result = overrule(
+                result,
+                self.model.predict(facts),
+                min_probability=self.model.min_probability,
+                settings=self.rules.settings,
+            )
         for address in facts.recipients:
             department = self.routing.get(address.lower())
             if department is not None:
@@ -74,6 +94,23 @@ class Triager:
                 )
                 return dataclasses.replace(result, category=routed)
         return result
+
+
+def load_model(cfg: Config) -> LearnedModel | None:
+    """The learned model the config points at, if any; a bad one is a config error."""
+    path, named = cfg.triage.model_path(cfg.storage)
+    if not named and not path.exists():
+        return None  # no model trained yet: the rules decide, as shipped
+    try:
+        return LearnedModel.load(path)
+    except LearnUnavailable as exc:
+        # The model is an extra, not the service: run on the rules and say why once.
+        get_logger(component="triage").warning(
+            "triage.model_ignored", path=str(path), reason=str(exc)
+        )
+        return None
+    except ModelError as exc:
+        raise ConfigError(f"[triage] model: {exc}") from exc
 
 
 class LazyTriager:

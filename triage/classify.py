@@ -22,6 +22,7 @@ from triage.ruleset import PRIORITIES, Priority, RuleSet
 __all__ = ["Classification", "MessageFacts", "classify"]
 
 Channel = Literal["email", "voicemail"]
+WORKS_BADLY = 2  # seed 003 severity 2: "the services work, but with serious difficulties"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +49,13 @@ def classify(
         rules, subject=subject, text=facts.text, recipients=facts.recipients, quoted_at=quoted_at
     )
     own_text = facts.text[:quoted_at]
-    priority = _priority(rules, evidence)
+    impact = _in_context(rules, evidence)
+    priority = _priority(rules, impact)
     declared = flags.declared(rules, evidence, priority.value)
     return Classification(
         category=_category(rules, evidence),
         priority=priority,
-        severity=_severity(rules, evidence, priority.value),
+        severity=_severity(rules, impact, priority.value),
         language=_language(languages, subject, own_text),
         flags=Flags(
             vague_subject=flags.vague_subject(rules, facts.subject, voicemail=voicemail),
@@ -102,6 +104,29 @@ def _category(rules: RuleSet, evidence: dict[int, Evidence]) -> Decision[str]:
         f"category {rule.name}: {matched(rules, [ranked[0]])} "
         f"(score {top.score:g}{runner_up}){cite(rule)}",
     )
+
+
+def _in_context(rules: RuleSet, evidence: dict[int, Evidence]) -> dict[int, Evidence]:
+    """The evidence, less scope words ("whole office") that nothing else makes an outage."""
+    # "Everyone in the office needs a mailbox" is not an outage: scope only
+    # widens a fault that other words describe. And when the customer says the
+    # rest still works (a cap, seed 001 1c) or only that it is slow, "since this
+    # morning" or "everyone" does not make it high: the fault is real but confined.
+    impact = [(i, rules.rules[i]) for i in rules.of_kind("impact") if i in evidence]
+    scoped = {i for i, rule in impact if rule.needs_problem}
+    if not scoped:
+        return evidence
+    problem = any(
+        not rule.needs_problem and rule.priority in ("medium", "high") for _, rule in impact
+    )
+    # Slowness is confined too: seed 003 severity 2 says the services still work.
+    confined = any(
+        (rule.cap is not None and rule.cap != "high") or rule.severity == WORKS_BADLY
+        for _, rule in impact
+    )
+    if problem and not confined:
+        return evidence
+    return {i: ev for i, ev in evidence.items() if i not in scoped}
 
 
 def _levels(

@@ -40,6 +40,9 @@ class Rule:
     severity: int | None = None
     recipients: frozenset[str] = frozenset()
     cap: Priority | None = None  # matched, it holds the priority at this level (seed 001 1c)
+    # Scope words ("the whole office", "since this morning") say how far a fault
+    # reaches, not that there is one: they count only beside problem evidence.
+    needs_problem: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +210,23 @@ def _build(data: Mapping[str, Any], source: str) -> _Built:
         add("category", name, table, path, recipients=recipients)
     for name, table in subtables(check, data, "impact"):
         path = f"impact.{name}"
-        check.keys(table, path, (*_COMMON, "priority", "severity", "cap"))
+        check.keys(table, path, (*_COMMON, "priority", "severity", "cap", "needs_problem"))
         priority = check.choice(table, path, "priority", PRIORITIES, None)
         severity = check.choice(table, path, "severity", SEVERITIES, None)
         cap = check.choice(table, path, "cap", PRIORITIES, None)
         if priority is None and severity is None and cap is None:
             raise RulesError(source, path, "needs a priority, a severity, a cap or some of them")
-        add("impact", name, table, path, priority=priority, severity=severity, cap=cap)
+        needs_problem = check.boolean(table, path, "needs_problem", False)
+        add(
+            "impact",
+            name,
+            table,
+            path,
+            priority=priority,
+            severity=severity,
+            cap=cap,
+            needs_problem=needs_problem,
+        )
     for name, table in subtables(check, data, "declared"):
         path = f"declared.{name}"
         if name not in PRIORITIES:
