@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     ts = tsub.add_parser("show", help="show one ticket with its messages and events")
     ts.add_argument("ticket", metavar="ID", help="numeric id or reference such as B-42")
     ts.add_argument("--json", action="store_true")
+    _desk_parsers(sub, tsub)
 
     tr = sub.add_parser(
         "transcribe", help="print what the daemon hears in recordings (or voicemail emails)"
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         help="queue every failed transcription again (after fixing the model, say)",
     )
 
-    triage = sub.add_parser("triage", help="classification: explain a decision")
+    triage = sub.add_parser("triage", help="classification: explain a decision, train a model")
     trsub = triage.add_subparsers(dest="action", required=True, metavar="ACTION")
     te = trsub.add_parser("explain", help="classify message files and say why; stores nothing")
     te.add_argument("files", nargs="+", metavar="FILE")
@@ -84,6 +85,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="M",
         help="as if the sender wrote on an open ticket M minutes before (chase detection)",
     )
+    tt = trsub.add_parser(
+        "train", help="train the optional model on corrected tickets (needs buzon[learn])"
+    )
+    tt.add_argument(
+        "--from-jsonl",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="also train on labelled messages in the tests/data/triage format",
+    )
+    tt.add_argument("--output", metavar="PATH", help="where to write it (default: [triage] model)")
+    tt.add_argument(
+        "--min-examples", type=int, default=50, metavar="N", help="refuse with fewer (default 50)"
+    )
+    tt.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.8,
+        metavar="P",
+        help="the model overrules the rules only at this probability or above (default 0.8)",
+    )
+    tt.add_argument("--json", action="store_true", help="print the report as JSON")
 
     quarantine = sub.add_parser("quarantine", help="messages that could not be processed")
     qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -92,6 +115,52 @@ def _parser() -> argparse.ArgumentParser:
     qr = qsub.add_parser("retry", help="process a quarantined item again")
     qr.add_argument("item", metavar="ID", help="an id from 'quarantine list'")
     return p
+
+
+def _desk_parsers(sub: Any, tsub: Any) -> None:
+    """``tickets split|merge``, ``contacts``, ``incidents``, ``parked``."""
+    tsp = tsub.add_parser(
+        "split", help="take a message out of a ticket (undoes a duplicate collapse or a merge)"
+    )
+    tsp.add_argument("ticket", metavar="ID")
+    tsp.add_argument(
+        "--message", type=int, metavar="PK", help="the message (default: the last one added)"
+    )
+    tsp.add_argument(
+        "--into", metavar="ID", help="move it into this ticket (reopens a merged one) instead"
+    )
+    tsp.add_argument("--by", metavar="NAME", help="who did it, for the audit trail")
+    tm = tsub.add_parser("merge", help="move every message of SOURCE into TARGET")
+    tm.add_argument("source", metavar="SOURCE")
+    tm.add_argument("target", metavar="TARGET")
+    tm.add_argument("--by", metavar="NAME", help="who did it, for the audit trail")
+
+    contacts = sub.add_parser("contacts", help="authorised contacts: who may act for a customer")
+    csub = contacts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ca = csub.add_parser("add", help="authorise addresses or @domains for a customer")
+    ca.add_argument("patterns", nargs="+", metavar="ADDRESS|@DOMAIN")
+    ca.add_argument("--customer", required=True, metavar="NAME")
+    ca.add_argument("--note", default="")
+    ca.add_argument("--by", metavar="NAME")
+    ca.add_argument("--force", action="store_true", help="allow a free-mail domain")
+    cl = csub.add_parser("list", help="list authorised contacts")
+    cl.add_argument("--customer", metavar="NAME")
+    cl.add_argument("--json", action="store_true")
+    cr = csub.add_parser("remove", help="withdraw authorisations")
+    cr.add_argument("patterns", nargs="+", metavar="ADDRESS|@DOMAIN")
+
+    incidents = sub.add_parser("incidents", help="many customers reporting the same failure")
+    isub = incidents.add_subparsers(dest="action", required=True, metavar="ACTION")
+    il = isub.add_parser("list", help="incidents, newest first, with their tickets")
+    il.add_argument("--json", action="store_true")
+    il.add_argument("--status", help="open or closed")
+    il.add_argument("--limit", type=int, default=50)
+
+    parked = sub.add_parser("parked", help="automatic mail kept without a ticket")
+    psub = parked.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pl = psub.add_parser("list", help="parked and dropped messages, newest first")
+    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--limit", type=int, default=100)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,17 +177,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# configuration OK: {cfg.source}")
         print(json.dumps(cfg.redacted(), indent=2))
         return EXIT_OK
-    from daemon import commands, triage_commands, voice_commands
+    from daemon import commands, desk_commands, triage_commands, voice_commands
 
     handlers: dict[tuple[str, str | None], Any] = {
         ("ingest", None): commands.ingest,
         ("status", None): commands.status,
         ("tickets", "list"): commands.tickets_list,
         ("tickets", "show"): commands.tickets_show,
+        ("tickets", "split"): desk_commands.tickets_split,
+        ("tickets", "merge"): desk_commands.tickets_merge,
+        ("contacts", "add"): desk_commands.contacts_add,
+        ("contacts", "list"): desk_commands.contacts_list,
+        ("contacts", "remove"): desk_commands.contacts_remove,
+        ("incidents", "list"): desk_commands.incidents_list,
+        ("parked", "list"): desk_commands.parked_list,
         ("quarantine", "list"): commands.quarantine_list,
         ("quarantine", "retry"): commands.quarantine_retry,
         ("transcribe", None): voice_commands.transcribe,
         ("triage", "explain"): triage_commands.explain,
+        ("triage", "train"): triage_commands.train,
     }
     handler = handlers[(args.command, getattr(args, "action", None))]
     try:

@@ -66,6 +66,8 @@ def ingest(cfg: Config, args: argparse.Namespace) -> int:
 def _report(summary: Counter[str], as_json: bool) -> int:
     report = {
         "ingested": summary["stored"],
+        # Automatic mail: attached to its ticket, parked without one, or our own mail dropped.
+        "automatic": summary["attached"] + summary["parked"] + summary["dropped"],
         "duplicate": summary["duplicate"] + summary["already_stored"],
         "quarantined": summary["quarantined"] + summary["bad"],
         "handed_to_daemon": summary["handed_to_daemon"],
@@ -248,6 +250,8 @@ def ticket_summary(t: Ticket) -> dict[str, Any]:
         "severity": t.severity,
         "language": t.language,
         "flags": t.flags,
+        "incident": t.incident.ref if t.incident_id is not None and t.incident else None,
+        "merged_into": t.merged_into_id,
     }
 
 
@@ -270,6 +274,7 @@ def _message_detail(m: Message, session: Session) -> dict[str, Any]:
         "raw_sha256": m.raw_sha256,
         "defects": m.defects,
         "automatic": m.auto,
+        "no_ack_reason": m.no_ack_reason,
         "text": m.text,
         "attachments": [
             {

@@ -24,6 +24,7 @@ from daemon.errors import ConfigError
 DEFAULT_DATA_DIR = "buzon-data"
 MiB = 1024 * 1024
 SAMPLE = "buzon.example.toml"
+MODEL_FILE = "triage-model.npz"  # the learned triage model's default name, in the data directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +141,32 @@ class TranscriptionConfig:
 
 @dataclass(frozen=True, slots=True)
 class TriageConfig:
-    """``[triage]``: the admin's rules, layered over the shipped ones (languages included)."""
+    """``[triage]``: the admin's rules over the shipped ones, and an optional learned model."""
 
     rules: str = ""  # a TOML file layered over triage/rules/default.toml; "" = shipped only
+    # A model from `buzon triage train`; "" = MODEL_FILE beside the spool, if it exists.
+    model: str = ""
+
+    def model_path(self, storage: StorageConfig) -> tuple[Path, bool]:
+        """Where the learned model is, and whether the admin named it (it must exist then)."""
+        if self.model:
+            return Path(self.model), True
+        return Path(storage.spool).parent / MODEL_FILE, False
+
+
+@dataclass(frozen=True, slots=True)
+class MatchingConfig:
+    """``[matching]``: which MTA verdicts to trust, and when tickets are the same matter."""
+
+    # Authentication-Results authserv-ids of the receiving MTA; () = trust the topmost header.
+    trusted_authserv_ids: tuple[str, ...] = ()
+    duplicate_window_days: float = 14.0  # an open ticket this recent can absorb a repeat
+    duplicate_similarity: float = 0.85  # 0..1 over subject and the customer's own words
+    duplicate_candidates: int = 20  # the customer's most recent open tickets compared
+    incident_tickets: int = 5  # N tickets from different customers ...
+    incident_window_minutes: float = 30.0  # ... within M minutes ...
+    incident_similarity: float = 0.6  # ... this similar form an incident
+    incident_candidates: int = 500  # recent tickets compared, newest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +191,7 @@ class Config:
     voicemail_dir: tuple[VoicemailDir, ...] = ()
     triage: TriageConfig = field(default_factory=TriageConfig)
     routing: tuple[tuple[str, str], ...] = ()  # (recipient address, category)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
     source: str = "<embedded default>"
 
     def sqlite_path(self) -> Path | None:
@@ -204,6 +229,7 @@ SECTIONS: dict[str, type[Any]] = {
     "log": LogConfig,
     "transcription": TranscriptionConfig,
     "triage": TriageConfig,
+    "matching": MatchingConfig,
 }
 
 
@@ -433,6 +459,19 @@ def _validate_transcription(t: TranscriptionConfig, dirs: tuple[VoicemailDir, ..
         _check_writable_dir(f"{where} processed", d.processed)
 
 
+def _validate_matching(m: MatchingConfig) -> None:
+    for key in ("duplicate_similarity", "incident_similarity"):
+        if not 0.0 < getattr(m, key) <= 1.0:
+            raise ConfigError(f"[matching] {key}: use a fraction above 0 and at most 1, e.g. 0.85")
+    for key in ("duplicate_candidates", "incident_candidates"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"[matching] {key}: must be at least 1")
+    if m.incident_tickets < 2:
+        raise ConfigError("[matching] incident_tickets: an incident needs at least 2 tickets")
+    if m.duplicate_window_days <= 0 or m.incident_window_minutes <= 0:
+        raise ConfigError("[matching] duplicate_window_days and incident_window_minutes: use > 0")
+
+
 def _validate_rest(cfg: Config) -> None:
     _validate_imap(cfg.imap)
     _validate_transcription(cfg.transcription, cfg.voicemail_dir)
@@ -444,6 +483,7 @@ def _validate_rest(cfg: Config) -> None:
         raise ConfigError("[pipeline] nice: use 0 (same priority as intake) to 19 (lowest)")
     if cfg.pipeline.max_interruptions < 1:
         raise ConfigError("[pipeline] max_interruptions: must be at least 1")
+    _validate_matching(cfg.matching)
     if cfg.log.level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError('[log] level: use one of "debug", "info", "warning", "error"')
     if cfg.log.format not in {"auto", "json", "console"}:
@@ -524,7 +564,11 @@ def finalise(cfg: Config, base: Path) -> Config:
         model=_resolve(base, t.model) if t.model else "",
         models=tuple((k.lower(), _resolve(base, v)) for k, v in t.models),
     )
-    triage = replace(cfg.triage, rules=_resolve(base, cfg.triage.rules) if cfg.triage.rules else "")
+    triage = replace(
+        cfg.triage,
+        rules=_resolve(base, cfg.triage.rules) if cfg.triage.rules else "",
+        model=_resolve(base, cfg.triage.model) if cfg.triage.model else "",
+    )
     dirs = tuple(
         replace(
             d,

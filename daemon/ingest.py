@@ -22,12 +22,13 @@ import structlog
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from daemon import pipeline
-from daemon.config import PipelineConfig
+from daemon.config import MatchingConfig, PipelineConfig
 from daemon.errors import ParseTimeoutError, TransientError
 from daemon.logging import get_logger
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool, SpoolEntry
 from daemon.triager import Triager
+from daemon.work import Work
 from storage import repository as repo
 from storage.blobs import BlobStore
 from storage.engine import Database
@@ -70,6 +71,7 @@ class IngestProcessor:
         *,
         clock: Clock = utcnow,
         triager: Callable[[], Triager | None] = lambda: None,
+        matching: MatchingConfig | None = None,
     ) -> None:
         self.spool = spool
         self.db = db
@@ -77,6 +79,7 @@ class IngestProcessor:
         self.blobs = blobs
         self.clock = clock
         self._triager = triager  # built on first use: one-shot commands never need it
+        self.matching = matching or MatchingConfig()
         self.log = get_logger(component="ingest")
 
     def process(self, entry: SpoolEntry) -> Outcome:
@@ -143,7 +146,7 @@ class IngestProcessor:
         except ParseTimeoutError as exc:
             parsed, reason = None, str(exc)
         with self.db.transaction() as session:
-            work = pipeline.Work(
+            work = Work(
                 spool_id=spool_id,
                 raw=raw,
                 sha256=sha256,
@@ -158,6 +161,7 @@ class IngestProcessor:
                 log=self.log,
                 message=repo.message(session, message_pk) if message_pk else None,
                 triager=self._triager(),
+                matching=self.matching,
             )
             pipeline.run(work, steps)
             outcome = Outcome(

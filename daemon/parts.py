@@ -65,7 +65,9 @@ def open_parts(cfg: Config, *, recover: bool) -> Iterator[Parts]:
         parsers = ParserPool(cfg.pipeline.parse_workers, cfg.pipeline.parse_timeout)
         blobs = BlobStore(cfg.storage.attachments)
         triager = LazyTriager(cfg)
-        processor = IngestProcessor(spool, db, parsers, blobs, triager=triager)
+        processor = IngestProcessor(
+            spool, db, parsers, blobs, triager=triager, matching=cfg.matching
+        )
         yield Parts(db, spool, parsers, blobs, processor, triager)
     finally:
         if parsers is not None:

@@ -1,68 +1,33 @@
 """The ingest pipeline: small steps with one signature, run in one database transaction.
 
-A step takes the ``Work`` for one spool entry and either updates it or raises
-``Done`` (control flow, not an error) to end the pipeline early, e.g. for a
-duplicate. The pipeline itself is data: an ordered tuple of step names.
+A step takes the ``Work`` for one spool entry (``daemon.work``) and either
+updates it or raises ``Done`` to end the pipeline early, e.g. for a duplicate
+delivery. The pipeline itself is data: an ordered tuple of step names. The
+storing steps live here; threading in ``daemon.ticketing``, automatic mail in
+``daemon.automatic``, duplicates and incidents in ``daemon.similar``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
-from structlog.typing import FilteringBoundLogger
 
-from daemon.triager import Triager
+from daemon.automatic import automatic
+from daemon.similar import incident
+from daemon.ticketing import thread
+from daemon.work import Done, Step, Work
 from parsers import ParsedMessage
 from storage import repository as repo
 from storage import voicemails as vm_repo
-from storage.blobs import BlobStore
 from storage.models import Attachment, Delivery, Message, Ticket, Voicemail
 from triage.classification import Classification
 from triage.classify import MessageFacts
-from triage.refs import ref_for, refs_in_subject
 from triage.sla import initial_stamps
-from triage.threading import Candidate, ThreadKeys, decide
-
-
-class Done(Exception):
-    """Raised by a step to end the pipeline successfully; not an error."""
-
-
-@dataclass
-class Work:
-    """Everything known about one spool entry while it goes through the pipeline."""
-
-    spool_id: str
-    raw: bytes
-    sha256: str
-    source: str
-    envelope: dict[str, Any]
-    received_at: datetime
-    parsed: ParsedMessage | None
-    quarantine_reason: str
-    session: Session
-    blobs: BlobStore
-    now: datetime
-    log: FilteringBoundLogger
-    message: Message | None = None
-    attachments: list[Attachment] = field(default_factory=list)
-    voicemail: Voicemail | None = None
-    ticket: Ticket | None = None
-    triager: Triager | None = None
-    outcome: str = ""
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-
-Step = Callable[[Work], None]
-
 
 _EOL = re.compile(rb"\r\n|\r|\n")
-SAME_CALLER_WINDOW = timedelta(hours=24)
 
 
 def _body(raw: bytes) -> bytes:
@@ -277,130 +242,6 @@ def voicemail(work: Work) -> None:
     )
 
 
-def _voicemail_ticket(work: Work, vm: Voicemail) -> None:
-    """A call: the caller is the customer; a repeat call about an open matter joins it."""
-    msg = work.message
-    assert msg is not None
-    caller = f"tel:{vm.caller_number}" if vm.caller_number else ""
-    requester = caller or msg.from_addr or "unknown"
-    open_ticket = (
-        repo.open_ticket_for_requester(
-            work.session, caller, "voicemail", since=work.now - SAME_CALLER_WINDOW
-        )
-        if caller
-        else None
-    )
-    if open_ticket is not None:
-        _join(work, open_ticket, "same-caller", f"{caller} called again within 24 h")
-        return
-    customer = repo.contact_for(work.session, requester, vm.caller_name, requester, work.now)
-    who = " ".join(x for x in (vm.caller_name, vm.caller_number) if x) or "an unknown caller"
-    length = (
-        f" ({vm.duration_seconds // 60}:{vm.duration_seconds % 60:02d})"
-        if vm.duration_seconds is not None
-        else ""
-    )
-    _open(
-        work,
-        subject=("URGENT " if vm.urgent else "") + f"Voicemail from {who}{length}",
-        customer=customer.customer,
-        requester=requester,
-        channel="voicemail",
-        reason="a voicemail opens a ticket at once; its transcript follows",
-    )
-
-
-def _join(work: Work, ticket: Ticket, rule: str, reason: str) -> None:
-    msg = work.message
-    assert msg is not None
-    msg.ticket = ticket
-    ticket.message_count += 1
-    ticket.updated_at = work.now
-    repo.add_event(
-        work.session,
-        ticket,
-        "message_added",
-        work.now,
-        data={"rule": rule, "reason": reason, "message_id": msg.message_id},
-        message=msg,
-    )
-    work.ticket = ticket
-    work.events.append(("ticket.updated", {"rule": rule}))
-
-
-def _open(
-    work: Work, *, subject: str, customer: str, requester: str, channel: str, reason: str
-) -> None:
-    msg = work.message
-    assert msg is not None
-    ticket = Ticket(
-        status="open",
-        subject=subject,
-        customer=customer,
-        requester=requester,
-        channel=channel,
-        message_count=1,
-        created_at=work.received_at,
-        updated_at=work.now,
-    )
-    work.session.add(ticket)
-    work.session.flush()
-    ticket.ref = ref_for(ticket.id)
-    msg.ticket = ticket
-    repo.add_event(
-        work.session,
-        ticket,
-        "created",
-        work.now,
-        data={"reason": reason, "message_id": msg.message_id, "source": work.source},
-        message=msg,
-    )
-    work.ticket = ticket
-    work.events.append(("ticket.created", {"reason": reason, "channel": channel}))
-
-
-def thread(work: Work) -> None:
-    """Join the open ticket this message answers, or open a new one."""
-    msg, p = work.message, work.parsed
-    assert msg is not None and p is not None
-    if msg.ticket is not None:
-        work.ticket = msg.ticket  # a retry of a message that already has its ticket
-        return
-    if work.voicemail is not None:
-        _voicemail_ticket(work, work.voicemail)
-        return
-    candidates: list[Candidate] = []
-    by_id = dict(repo.open_tickets_for_message_ids(work.session, (*p.in_reply_to, *p.references)))
-    for header, ids in (("in-reply-to", p.in_reply_to), ("references", p.references)):
-        for mid in ids:
-            if mid in by_id:
-                t = by_id[mid]
-                candidates.append(Candidate(t.id, t.ref or "", t.requester, header))
-    for t in repo.open_tickets_by_refs(work.session, refs_in_subject(p.subject)):
-        candidates.append(Candidate(t.id, t.ref or "", t.requester, "subject-tag"))
-    keys = ThreadKeys(msg.from_addr, msg.from_verified)
-    decision = decide(keys, candidates)
-    if decision.ticket_id is not None:
-        ticket = work.session.get(Ticket, decision.ticket_id)
-        assert ticket is not None
-        _join(work, ticket, decision.rule, decision.reason)
-        return
-    requester = msg.from_addr or (work.envelope.get("mail_from") or "").lower()
-    customer = (
-        repo.contact_for(work.session, requester, msg.from_name, requester, work.now).customer
-        if requester
-        else "unknown"
-    )
-    _open(
-        work,
-        subject=msg.subject,
-        customer=customer,
-        requester=requester,
-        channel="email",
-        reason=decision.reason,
-    )
-
-
 def facts_for(msg: Message, envelope: dict[str, Any], previous: datetime | None) -> MessageFacts:
     """What triage reads from a stored message (a voicemail's text is its transcript)."""
     rcpts = [*msg.to_addrs, *msg.cc_addrs, *(envelope.get("rcpt_tos") or [])]
@@ -422,7 +263,8 @@ def apply_classification(
     ticket.priority = c.priority.value
     ticket.severity = c.severity.value
     ticket.language = c.language.value
-    ticket.flags = list(c.flags.raised)
+    # Flags set before classification (unverified_thread, dmarc_fail) stay.
+    ticket.flags = list(dict.fromkeys([*c.flags.raised, *ticket.flags]))
     ticket.triage = c.as_dict()
     repo.add_event(work_session, ticket, "classified", now, data=c.as_dict(), message=msg)
 
@@ -479,8 +321,10 @@ STEPS: dict[str, Step] = {
     "refresh_message": refresh_message,
     "store_attachments": store_attachments,
     "voicemail": voicemail,
+    "automatic": automatic,
     "thread": thread,
     "classify": classify,
+    "incident": incident,
     "stamp": stamp,
 }
 INGEST: tuple[str, ...] = (
@@ -488,18 +332,24 @@ INGEST: tuple[str, ...] = (
     "store_message",
     "store_attachments",
     "voicemail",
+    "automatic",
     "thread",
     "classify",
+    "incident",
     "stamp",
 )
 RETRY: tuple[str, ...] = (
     "refresh_message",
     "store_attachments",
     "voicemail",
+    "automatic",
     "thread",
     "classify",
+    "incident",
     "stamp",
 )
+
+__all__ = ["INGEST", "RETRY", "STEPS", "Done", "Work", "run"]
 
 
 def run(work: Work, pipeline: tuple[str, ...] = INGEST) -> None:

@@ -37,6 +37,7 @@ from transcription import (
     check_model_dir,
 )
 from triage.classify import MessageFacts
+from triage.similarity import fingerprint
 
 _UNREADABLE = "the recording could not be read from the attachment store; check [storage]"
 LEASE = timedelta(minutes=30)  # longer than any time_limit: only a dead runner's claim expires
@@ -216,6 +217,8 @@ class TranscriptionRunner:
                 apply_classification(s, ticket, row.message, c, now)
             if ticket is not None:
                 _title(ticket, t.text)
+                if ticket.message_count <= 1 and not ticket.match_text:
+                    ticket.match_text = fingerprint("", t.text)
                 ticket.updated_at = now
                 repo.add_event(
                     s,

@@ -1,4 +1,5 @@
-"""The schema: messages (raw bytes kept), deliveries, attachments, tickets, events, contacts.
+"""The schema: messages (raw bytes kept), deliveries, attachments, tickets, events, contacts,
+authorised contacts, incidents and the few settings the instances share.
 
 Every column a later stage queries by is indexed; the ticket event table is
 append-only and is the audit trail agents and ``sla explain`` replay.
@@ -87,6 +88,9 @@ class Message(Base):
     auto: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
     is_automatic: Mapped[bool] = mapped_column(Boolean, default=False)
     parser: Mapped[str] = mapped_column(String(32), default="")
+    # Why no automatic reply may ever answer this message ("" = one may): automatic
+    # mail, a null sender, an unverified sender, DMARC fail. The outbox reads it.
+    no_ack_reason: Mapped[str] = mapped_column(SafeText, default="")
     ticket_id: Mapped[int | None] = mapped_column(
         Id, ForeignKey("tickets.id"), nullable=True, index=True
     )
@@ -144,7 +148,7 @@ class Ticket(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     ref: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
-    status: Mapped[str] = mapped_column(String(32), index=True)  # open | closed
+    status: Mapped[str] = mapped_column(String(32), index=True)  # open | closed | merged
     subject: Mapped[str] = mapped_column(SafeText, default="")
     customer: Mapped[str] = mapped_column(SafeString(998), index=True)
     requester: Mapped[str] = mapped_column(SafeString(998), index=True)
@@ -162,10 +166,26 @@ class Ticket(Base):
     language: Mapped[str] = mapped_column(String(16), default="")
     flags: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
     triage: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
+    # What duplicate and incident matching compare: the opening message's subject
+    # and own words, normalised and bounded, so matching never loads raw messages.
+    match_text: Mapped[str] = mapped_column(SafeText, default="")
+    merged_into_id: Mapped[int | None] = mapped_column(Id, ForeignKey("tickets.id"), nullable=True)
+    incident_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("incidents.id"), nullable=True, index=True
+    )
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
+    incident: Mapped[Incident | None] = relationship(back_populates="tickets")
     events: Mapped[list[TicketEvent]] = relationship(
         back_populates="ticket", order_by="TicketEvent.id"
+    )
+
+    # Duplicate candidates: the customer's open tickets, newest first. Incident
+    # candidates: the category's newest tickets; without the pair SQLite's planner
+    # (no statistics) scans the whole category and the cost grows with the table.
+    __table_args__ = (
+        Index("ix_tickets_customer_status_created", "customer", "status", "created_at"),
+        Index("ix_tickets_category_created", "category", "created_at"),
     )
 
 
@@ -195,6 +215,53 @@ class Contact(Base):
     address: Mapped[str] = mapped_column(SafeString(998), unique=True)
     name: Mapped[str] = mapped_column(SafeText, default="")
     customer: Mapped[str] = mapped_column(SafeString(998), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuthorisedContact(Base):
+    """Who may act on a customer's tickets (seed 002): one address, or ``@domain`` for all.
+
+    A sender matching an entry belongs to its customer: a new ticket from them is
+    that customer's, and they may add to the customer's open tickets.
+    """
+
+    __tablename__ = "authorised_contacts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    pattern: Mapped[str] = mapped_column(SafeString(998), unique=True)  # a@b.es | @b.es
+    customer: Mapped[str] = mapped_column(SafeString(998), index=True)
+    note: Mapped[str] = mapped_column(SafeText, default="")
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    added_by: Mapped[str] = mapped_column(SafeString(255), default="")
+
+
+class Incident(Base):
+    """Many customers reporting the same failure at once ("falla masiva", seed 001)."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    ref: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | closed
+    title: Mapped[str] = mapped_column(SafeText, default="")
+    category: Mapped[str] = mapped_column(String(64), default="")
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ticket_count: Mapped[int] = mapped_column(Integer, default=0)
+    customer_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The rule that formed it: threshold, window, similarity, and the first tickets.
+    detection: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
+
+    tickets: Mapped[list[Ticket]] = relationship(back_populates="incident", order_by="Ticket.id")
+
+
+class Setting(Base):
+    """Values every instance on one database must agree on, e.g. the reply-token key."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(SafeText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

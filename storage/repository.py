@@ -11,11 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from storage.models import Contact, Delivery, Message, Ticket, TicketEvent
 
 OPEN = "open"
+MERGED = "merged"
+# A reply to a merged ticket's message belongs to the ticket it was merged into.
+_LIVE = (OPEN, MERGED)
 
 
 def message_by_sha(session: Session, sha256: str) -> Message | None:
@@ -30,6 +33,18 @@ def delivery_by_spool_id(session: Session, spool_id: str) -> Delivery | None:
     return session.scalar(select(Delivery).where(Delivery.spool_id == spool_id))
 
 
+def follow_merges(session: Session, ticket: Ticket) -> Ticket:
+    """The ticket that now holds ``ticket``'s matter (itself unless it was merged)."""
+    for _ in range(20):  # merges form a short chain; a cycle is a bug, not a hang
+        if ticket.status != MERGED or ticket.merged_into_id is None:
+            return ticket
+        target = session.get(Ticket, ticket.merged_into_id)
+        if target is None:
+            return ticket
+        ticket = target
+    return ticket
+
+
 def open_tickets_for_message_ids(
     session: Session, message_ids: Sequence[str]
 ) -> list[tuple[str, Ticket]]:
@@ -39,17 +54,54 @@ def open_tickets_for_message_ids(
     rows = session.execute(
         select(Message.message_id, Ticket)
         .join(Ticket, Message.ticket_id == Ticket.id)
-        .where(Message.message_id.in_(list(message_ids)[:200]), Ticket.status == OPEN)
+        .where(Message.message_id.in_(list(message_ids)[:200]), Ticket.status.in_(_LIVE))
     )
-    return [(mid, ticket) for mid, ticket in rows]
+    out = [(mid, follow_merges(session, ticket)) for mid, ticket in rows]
+    return [(mid, ticket) for mid, ticket in out if ticket.status == OPEN]
 
 
 def open_tickets_by_refs(session: Session, refs: Sequence[str]) -> list[Ticket]:
     if not refs:
         return []
+    rows = session.scalars(select(Ticket).where(Ticket.ref.in_(list(refs)[:50])))
+    live = [follow_merges(session, t) for t in rows if t.status in _LIVE]
+    return [t for t in live if t.status == OPEN]
+
+
+# Matching reads fingerprints, never the decisions: skipping the JSON columns
+# halves the cost of loading candidates (bench/triage.py); they load on access.
+_MATCHING_ONLY = (defer(Ticket.triage), defer(Ticket.flags))
+
+
+def open_tickets_of_customer(
+    session: Session, customer: str, *, since: datetime, limit: int
+) -> list[Ticket]:
+    """The customer's open tickets created since ``since``, newest first (an index range)."""
     return list(
-        session.scalars(select(Ticket).where(Ticket.ref.in_(list(refs)), Ticket.status == OPEN))
+        session.scalars(
+            select(Ticket)
+            .options(*_MATCHING_ONLY)
+            .where(Ticket.customer == customer, Ticket.status == OPEN, Ticket.created_at >= since)
+            .order_by(Ticket.created_at.desc())
+            .limit(limit)
+        )
     )
+
+
+def tickets_created_since(
+    session: Session, since: datetime, *, limit: int, category: str | None = None
+) -> list[Ticket]:
+    """Tickets opened since ``since``, newest first, at most ``limit`` (an index range)."""
+    query = (
+        select(Ticket)
+        .options(*_MATCHING_ONLY)
+        .where(Ticket.created_at >= since, Ticket.status != MERGED)
+        .order_by(Ticket.created_at.desc())
+        .limit(limit)
+    )
+    if category:
+        query = query.where(Ticket.category == category)
+    return list(session.scalars(query))
 
 
 def open_ticket_for_requester(

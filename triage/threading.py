@@ -1,17 +1,24 @@
-"""Decide whether a message joins an existing ticket, and say why.
+"""Decide whether a message joins an existing ticket, who allowed it, and say why.
 
-Rules, in order: a reply naming (In-Reply-To, then References) a message of an
-open ticket; then a subject tag naming an open ticket. Either joins only when
-the sender is the ticket's requester and the sender's address was parsed
-unambiguously; otherwise the message opens its own ticket and the decision
-records the refusal, so an agent can see it. Authorised contacts of the same
-customer widen "same sender" in the triage issue.
+Rules, strongest first: a reply naming one of an open ticket's messages
+(In-Reply-To, then References); a reply token Buzón issued (in those headers or
+in the Reply-To plus-address the customer wrote to); the subject tag
+``[#B-42]``. A match joins only when the sender may act on the ticket (seed
+002: only authorised contacts request work): the ticket's requester, or an
+authorised contact of the ticket's customer. It never joins when the sender's
+address was ambiguous (SEC-02) or the receiving MTA found DMARC failing for
+the From domain: anyone can write that From. A refused match opens a new
+ticket flagged ``unverified_thread``, and the reason names every refusal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+Rule = Literal["in-reply-to", "references", "reply-token", "subject-tag"]
+RULES: tuple[Rule, ...] = ("in-reply-to", "references", "reply-token", "subject-tag")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +28,9 @@ class Candidate:
     ticket_id: int
     ref: str
     requester: str
-    matched_by: str  # "in-reply-to" | "references" | "subject-tag"
+    matched_by: str  # one of RULES
+    customer: str = ""
+    forged: bool = False  # a reply token whose signature does not verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,10 @@ class ThreadKeys:
 
     sender: str  # lower-cased addr-spec; "" when unknown
     sender_verified: bool
+    # The customer whose authorised contact the sender is ("" = none): by address or domain.
+    sender_customer: str = ""
+    # Why the From domain cannot be trusted ("" = it can): DMARC fail at our MTA.
+    dmarc_fail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,24 +50,51 @@ class ThreadDecision:
     ticket_id: int | None
     rule: str  # the matched_by of the winning candidate, or "new"
     reason: str
+    authorised_as: str = ""  # "requester" | "authorised contact of CUSTOMER"; "" when new
+    refused: bool = False  # a ticket matched but the sender may not join it
 
 
-_ORDER = {"in-reply-to": 0, "references": 1, "subject-tag": 2}
+_ORDER: dict[str, int] = {rule: index for index, rule in enumerate(RULES)}
+
+
+def _refusal(keys: ThreadKeys, cand: Candidate) -> str:
+    """Why the sender may not join ``cand`` ("" when they may)."""
+    if cand.forged:
+        return "the reply token's signature does not verify (not issued by Buzón)"
+    if keys.dmarc_fail:
+        return f"DMARC fails for the sender's domain ({keys.dmarc_fail})"
+    if not keys.sender_verified or not keys.sender:
+        return "sender address is unverified (ambiguous or malformed From)"
+    if cand.requester.lower() == keys.sender:
+        return ""
+    if keys.sender_customer and keys.sender_customer == cand.customer:
+        return ""
+    return (
+        f"sender {keys.sender} is not the requester nor an authorised contact of "
+        f"customer {cand.customer or cand.requester}"
+    )
 
 
 def decide(keys: ThreadKeys, candidates: Sequence[Candidate]) -> ThreadDecision:
     """Pick the ticket to join, or none; refusals are explained in ``reason``."""
     refusals: list[str] = []
+    seen: set[tuple[int, str]] = set()
     for cand in sorted(candidates, key=lambda c: (_ORDER.get(c.matched_by, 9), -c.ticket_id)):
-        if not keys.sender_verified or not keys.sender:
-            refusals.append(f"{cand.ref} via {cand.matched_by}: sender address is unverified")
+        if (cand.ticket_id, cand.matched_by) in seen:
             continue
-        if cand.requester.lower() != keys.sender:
-            refusals.append(
-                f"{cand.ref} via {cand.matched_by}: sender {keys.sender} is not the requester"
-            )
+        seen.add((cand.ticket_id, cand.matched_by))
+        why = _refusal(keys, cand)
+        if why:
+            refusals.append(f"{cand.ref} via {cand.matched_by}: {why}")
             continue
-        return ThreadDecision(cand.ticket_id, cand.matched_by, f"joined {cand.ref}")
+        authorised = (
+            "requester"
+            if cand.requester.lower() == keys.sender
+            else f"authorised contact of {cand.customer}"
+        )
+        return ThreadDecision(
+            cand.ticket_id, cand.matched_by, f"joined {cand.ref} as {authorised}", authorised
+        )
     if refusals:
-        return ThreadDecision(None, "new", "; ".join(refusals))
+        return ThreadDecision(None, "new", "; ".join(refusals), refused=True)
     return ThreadDecision(None, "new", "no open ticket matched")

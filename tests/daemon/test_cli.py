@@ -41,6 +41,7 @@ def test_ingest_eml_mbox_and_maildir_with_summary(cfg: Path, tmp_path: Path) -> 
     assert summary == {
         "ingested": 4,
         "duplicate": 1,
+        "automatic": 0,
         "quarantined": 0,
         "handed_to_daemon": 0,
         "failed": 0,

@@ -27,7 +27,8 @@ def _email_latencies(d: Daemon, tag: str, n: int, every: float = 0.0) -> list[fl
     for i in range(n):
         subject = f"{tag} {i}: la web no carga"
         sent = time.time()
-        send(d.port, message(subject))
+        # A customer each: one customer's same words again would collapse as a duplicate.
+        send(d.port, message(subject, sender=f"{tag}-{i}@cliente.es"))
         out.append(_stored_at(d, subject) - sent)
         time.sleep(max(0.0, sent + every - time.time()))
     return out

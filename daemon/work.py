@@ -1,0 +1,60 @@
+"""What a pipeline step receives: the ``Work`` for one spool entry, and ``Done``.
+
+A step takes the ``Work`` and either updates it or raises ``Done`` (control
+flow, not an error) to end the pipeline early, e.g. for a duplicate delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+from structlog.typing import FilteringBoundLogger
+
+from daemon.config import MatchingConfig
+from daemon.triager import Triager
+from parsers import ParsedMessage
+from storage.blobs import BlobStore
+from storage.models import Attachment, Message, Ticket, Voicemail
+
+
+class Done(Exception):
+    """Raised by a step to end the pipeline successfully; not an error."""
+
+
+@dataclass
+class Work:
+    """Everything known about one spool entry while it goes through the pipeline."""
+
+    spool_id: str
+    raw: bytes
+    sha256: str
+    source: str
+    envelope: dict[str, Any]
+    received_at: datetime
+    parsed: ParsedMessage | None
+    quarantine_reason: str
+    session: Session
+    blobs: BlobStore
+    now: datetime
+    log: FilteringBoundLogger
+    message: Message | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    voicemail: Voicemail | None = None
+    ticket: Ticket | None = None
+    triager: Triager | None = None
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    # The thread step's verdict on the sender, read again by the duplicate step:
+    # the customer they are an authorised contact of, and why they cannot be trusted.
+    sender_customer: str = ""
+    distrust: str = ""
+    fingerprint: str = ""  # triage.similarity.fingerprint of subject and own text
+    opened: bool = False  # this message opened its ticket
+    outcome: str = ""
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+Step = Callable[[Work], None]
