@@ -1,0 +1,570 @@
+"""Business calendars: when a support team is open, and deadline arithmetic over that time.
+
+API (everything timezone-aware; a naive datetime raises ``ValueError``; results carry the
+calendar's local UTC offset as a fixed ``datetime.timezone``, see ``Calendar.local``)::
+
+    Calendar.from_config(name: str, table: Mapping[str, Any]) -> Calendar
+    calendars_from_config(tables: Mapping[str, Any]) -> dict[str, Calendar]  # adds "24x7"
+    ALWAYS_OPEN: Calendar                                   # the built-in "24x7", in UTC
+    parse_hours(spec: str | Sequence[str], key: str = "hours") -> WeeklyHours
+    cal.add_business(start: datetime, minutes: int) -> datetime
+    cal.add_business_days(start: datetime, days: int) -> datetime
+    cal.at_local(day: date, wall: time) -> datetime          # "same local time" on ``day``
+    cal.is_open(t: datetime) -> bool
+    cal.next_open(t: datetime) -> datetime
+    cal.business_minutes_between(a: datetime, b: datetime) -> float   # negative if b < a
+    cal.is_business_day(day: date) -> bool
+    cal.local(t: datetime) -> datetime                      # t at the calendar's local offset
+    cal.to_config() -> dict[str, Any]                       # round-trips through from_config
+    CalendarError(ValueError)                               # "key: problem; fix"
+
+A ``[calendars.NAME]`` table has ``timezone`` (IANA name, required), ``hours`` (a string or
+a list of strings such as ``"mon-fri 09:00-17:00"`` or ``"mon-thu 09:00-14:00, 15:00-18:00"``,
+required), ``holidays`` (``"ES"``, ``"ES-MD"``, ``"MX"``, ``"BG"``: country and optional
+subdivision of the ``holidays`` package; default none), ``extra_holidays`` and
+``extra_workdays`` (lists of dates; default empty).
+
+Decisions, each pinned by a test:
+
+* Open time is the set of instants whose *local wall-clock* reading falls in an open range of
+  a business day. So DST changes outside open hours change nothing (09:00-17:00 is 8 h on
+  the change day), and a change inside open hours counts real elapsed minutes: a 00:00-24:00
+  Sunday is 23 h in spring and 25 h in autumn; the repeated hour counts twice, the skipped
+  hour not at all.
+* ``add_business`` from outside open time begins at the next opening (0 minutes gives the
+  next opening). A deadline that uses up an interval exactly ends at its close (16:00 + 1bh
+  is 17:00 the same day, not 09:00 the next).
+* ``add_business_days``: after-hours mail counts from the next business day, so the start is
+  first moved to the next opening; then the date moves N business days forward (a business
+  day is a date with open time) and keeps that local time, clamped into the day's hours: a
+  time before its opening or inside a break moves forward to the next opening that day, a
+  time after its last close moves back to that close. Friday 18:00 + 1bd is Tuesday 09:00.
+* "The same local time" on a day where it does not exist (spring gap) is the first instant
+  after the gap; where it exists twice (autumn fold) it is the first occurrence.
+* An extra workday opens with its own weekday's hours, or, if that weekday has none (a
+  Saturday worked in exchange for a bridge day), with the hours of the first open weekday.
+  An extra holiday closes the date whatever the hours say.
+* A search that finds no open time for three years raises ``CalendarError`` instead of
+  looping forever.
+"""
+
+from __future__ import annotations
+
+import difflib
+import heapq
+import itertools
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from datetime import timezone as fixed_zone
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+from holidays import country_holidays, list_supported_countries
+
+__all__ = [
+    "ALWAYS_OPEN",
+    "DAYS",
+    "Calendar",
+    "CalendarError",
+    "WeeklyHours",
+    "calendars_from_config",
+    "parse_hours",
+]
+
+Ranges = tuple[tuple[int, int], ...]  # (start, end) minutes after local midnight, end <= 1440
+WeeklyHours = tuple[Ranges, Ranges, Ranges, Ranges, Ranges, Ranges, Ranges]  # Monday first
+Piece = tuple[datetime, datetime, timedelta]  # UTC [start, end) of open time, and its offset
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY_INDEX = {name: i for names in (DAYS, _FULL_DAYS) for i, name in enumerate(names)}
+_KEYS = ("timezone", "hours", "holidays", "extra_holidays", "extra_workdays")
+_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+_DAY_MINUTES = 1440
+# Every UTC offset tzdata has ever used lies within +-16 h, so the instants of one local
+# date lie within [midnight - 16 h, next midnight + 16 h] read as UTC.
+_REACH = timedelta(hours=16)
+_GIVE_UP_DAYS = 3 * 366
+_CACHE_DAYS = 4096
+
+
+class CalendarError(ValueError):
+    """Raised when a calendar's configuration is wrong, or it has no open time to search."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}" if key else problem)
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{what} must be timezone-aware, got naive {value.isoformat()}; "
+            "attach a zone, e.g. tzinfo=ZoneInfo('Europe/Madrid')"
+        )
+    return value.astimezone(UTC)
+
+
+def _as_utc(wall: datetime) -> datetime:
+    """A naive wall-clock reading as if it were UTC: the base for ``wall - offset``."""
+    return wall.replace(tzinfo=UTC)
+
+
+def _offset(tz: ZoneInfo, instant: datetime) -> timedelta:
+    offset = instant.astimezone(tz).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _segments(tz: ZoneInfo, lo: datetime, hi: datetime) -> list[Piece]:
+    """Split the UTC span [lo, hi) where ``tz``'s offset is constant.
+
+    zoneinfo does not expose its transitions, so the offset is sampled hourly and a change
+    is bisected to the second (tzdata transitions fall on whole seconds).
+    """
+    lo = lo.replace(microsecond=0)
+    out: list[Piece] = []
+    seg_start, offset, t = lo, _offset(tz, lo), lo
+    while t < hi:
+        nxt = min(t + timedelta(hours=1), hi)
+        if _offset(tz, nxt) == offset:
+            t = nxt
+            continue
+        before, after = t, nxt  # offset holds at ``before``, not at ``after``
+        while after - before > timedelta(seconds=1):
+            mid = before + timedelta(seconds=(after - before).total_seconds() // 2)
+            before, after = (mid, after) if _offset(tz, mid) == offset else (before, mid)
+        out.append((seg_start, after, offset))
+        seg_start, offset, t = after, _offset(tz, after), after
+    out.append((seg_start, hi, offset))
+    return out
+
+
+def _first_at_or_after(pieces: Sequence[Piece], wall: datetime) -> datetime | None:
+    """The first instant of ``pieces`` whose local reading is ``wall`` or later."""
+    target = _as_utc(wall)
+    for start, end, offset in pieces:
+        candidate = max(start, target - offset)
+        if candidate < end:
+            return candidate
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """A named business calendar: zone, weekly hours, holidays and one-off exceptions."""
+
+    name: str
+    timezone: ZoneInfo
+    hours: WeeklyHours
+    holidays: str | None = None  # "ES", "ES-MD": country and subdivision of ``holidays``
+    extra_holidays: frozenset[date] = frozenset()
+    extra_workdays: frozenset[date] = frozenset()
+    # Caches: holiday years are computed on first use; day pieces are pure in the fields.
+    _holiday_years: dict[int, frozenset[date]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _days: dict[date, tuple[Piece, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        key = f"calendars.{self.name}"
+        _check_hours(self.hours, f"{key}.hours")
+        both = self.extra_holidays & self.extra_workdays
+        if both:
+            listed = ", ".join(sorted(d.isoformat() for d in both))
+            raise CalendarError(
+                key, f"{listed} is both an extra holiday and an extra workday; keep one"
+            )
+        if self.holidays is not None:
+            country, subdiv = _split_holidays(self.holidays, f"{key}.holidays")
+            object.__setattr__(self, "holidays", f"{country}-{subdiv}" if subdiv else country)
+
+    @classmethod
+    def from_config(cls, name: str, table: Mapping[str, Any]) -> Calendar:
+        """Build the calendar of a ``[calendars.NAME]`` TOML table; every mistake names its key."""
+        key = f"calendars.{name}"
+        unknown = sorted(set(table) - set(_KEYS))
+        if unknown:
+            hints = [difflib.get_close_matches(k, _KEYS, n=1) for k in unknown]
+            said = ", ".join(
+                f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
+                for k, h in zip(unknown, hints, strict=True)
+            )
+            raise CalendarError(key, f"unknown key {said}; accepted keys: {', '.join(_KEYS)}")
+        for required in ("timezone", "hours"):
+            if required not in table:
+                raise CalendarError(key, f"missing {required!r}; e.g. {_EXAMPLE}")
+        holidays = table.get("holidays")
+        if holidays is not None and not isinstance(holidays, str):
+            raise CalendarError(f"{key}.holidays", "must be a string such as 'ES' or 'ES-MD'")
+        return cls(
+            name=name,
+            timezone=_zone(table["timezone"], f"{key}.timezone"),
+            hours=parse_hours(table["hours"], f"{key}.hours"),
+            holidays=holidays or None,
+            extra_holidays=_dates(table.get("extra_holidays", []), f"{key}.extra_holidays"),
+            extra_workdays=_dates(table.get("extra_workdays", []), f"{key}.extra_workdays"),
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        """The TOML table of this calendar; ``from_config`` of it gives an equal calendar."""
+        table: dict[str, Any] = {"timezone": self.timezone.key, "hours": _render(self.hours)}
+        if self.holidays:
+            table["holidays"] = self.holidays
+        if self.extra_holidays:
+            table["extra_holidays"] = sorted(self.extra_holidays)
+        if self.extra_workdays:
+            table["extra_workdays"] = sorted(self.extra_workdays)
+        return table
+
+    # -- Which dates open, and when -------------------------------------------------------
+
+    def _public_holidays(self, year: int) -> frozenset[date]:
+        cached = self._holiday_years.get(year)
+        if cached is None:
+            cached = frozenset()
+            if self.holidays:
+                country, _, subdiv = self.holidays.partition("-")
+                # Neighbouring years too: an observed day can land in the year before its holiday.
+                found = country_holidays(country, subdiv or None, years=(year - 1, year, year + 1))
+                cached = frozenset(d for d in found if d.year == year)
+            self._holiday_years[year] = cached
+        return cached
+
+    def _ranges_on(self, day: date) -> Ranges:
+        weekday = self.hours[day.weekday()]
+        if day in self.extra_workdays:
+            return weekday or next(r for r in self.hours if r)
+        if day in self.extra_holidays or day in self._public_holidays(day.year):
+            return ()
+        return weekday
+
+    def is_business_day(self, day: date) -> bool:
+        """Whether ``day`` has open hours (not a holiday, or an extra workday)."""
+        return bool(self._ranges_on(day))
+
+    def _day(self, day: date) -> tuple[Piece, ...]:
+        """The open pieces of the local date ``day``, in UTC and in instant order."""
+        cached = self._days.get(day)
+        if cached is not None:
+            return cached
+        pieces: list[Piece] = []
+        ranges = self._ranges_on(day)
+        if ranges:
+            midnight = datetime.combine(day, time())
+            segments = _segments(
+                self.timezone,
+                _as_utc(midnight) - _REACH,
+                _as_utc(midnight) + timedelta(days=1) + _REACH,
+            )
+            for start_min, end_min in ranges:
+                opens = _as_utc(midnight + timedelta(minutes=start_min))
+                closes = _as_utc(midnight + timedelta(minutes=end_min))
+                for seg_start, seg_end, offset in segments:
+                    lo, hi = max(seg_start, opens - offset), min(seg_end, closes - offset)
+                    if lo < hi:
+                        pieces.append((lo, hi, offset))
+        result = tuple(sorted(pieces))
+        if len(self._days) >= _CACHE_DAYS:
+            self._days.clear()
+        self._days[day] = result
+        return result
+
+    def _pieces(self, start: datetime, stop: datetime | None = None) -> Iterator[Piece]:
+        """Open pieces clipped to [start, stop), in instant order.
+
+        Dates are produced one by one, but a fold across midnight can put part of a date
+        before the end of the previous one, so pieces wait in a heap until no later date
+        can start before them.
+        """
+        local = start.astimezone(self.timezone).date()
+        day, last_open = local - timedelta(days=1), local
+        heap: list[Piece] = []
+        while True:
+            pieces = self._day(day)
+            if pieces:
+                last_open = day
+            for piece in pieces:
+                heapq.heappush(heap, piece)
+            later_dates_from = _as_utc(datetime.combine(day + timedelta(days=1), time())) - _REACH
+            bound = later_dates_from if stop is None else min(later_dates_from, stop)
+            while heap and heap[0][0] < bound:
+                lo, hi, offset = heapq.heappop(heap)
+                lo, hi = max(lo, start), hi if stop is None else min(hi, stop)
+                if lo < hi:
+                    yield lo, hi, offset
+            if stop is not None and later_dates_from >= stop:
+                return
+            if stop is None and (day - last_open).days > _GIVE_UP_DAYS:
+                raise CalendarError(
+                    f"calendars.{self.name}",
+                    f"no open time in the {_GIVE_UP_DAYS} days after {last_open}; "
+                    "check its hours, holidays and extra_holidays",
+                )
+            day += timedelta(days=1)
+
+    # -- Arithmetic -----------------------------------------------------------------------
+
+    def local(self, t: datetime) -> datetime:
+        """``t`` at this calendar's local UTC offset, as a fixed offset.
+
+        Not as a ZoneInfo time: PEP 495 makes one in a repeated (fold) hour compare unequal
+        to the same instant in any other zone, which would break ``due == stored_utc``.
+        """
+        local = _aware(t, "t").astimezone(self.timezone)
+        return local.replace(tzinfo=fixed_zone(_offset(self.timezone, local)), fold=0)
+
+    def is_open(self, t: datetime) -> bool:
+        """Whether the team is open at instant ``t``."""
+        instant = _aware(t, "t")
+        local_day = instant.astimezone(self.timezone).date()
+        return any(lo <= instant < hi for lo, hi, _ in self._day(local_day))
+
+    def next_open(self, t: datetime) -> datetime:
+        """``t`` itself when open, else the next opening."""
+        return self.add_business(t, 0)
+
+    def add_business(self, start: datetime, minutes: int) -> datetime:
+        """The instant ``minutes`` minutes of open time after ``start``."""
+        if minutes < 0:
+            raise ValueError(f"minutes must be 0 or more, got {minutes}")
+        remaining = timedelta(minutes=minutes)
+        for lo, hi, _ in self._pieces(_aware(start, "start")):
+            if remaining <= hi - lo:
+                return self.local(lo + remaining)
+            remaining -= hi - lo
+        raise AssertionError("unreachable: _pieces without stop never ends")  # pragma: no cover
+
+    def add_business_days(self, start: datetime, days: int) -> datetime:
+        """The ``days``-th business day after ``start`` at its local time (see module doc)."""
+        if days < 0:
+            raise ValueError(f"days must be 0 or more, got {days}")
+        opened = _aware(self.next_open(start), "start")
+        if days == 0:
+            return self.local(opened)
+        wall = self.local(opened).replace(tzinfo=None)
+        day, counted, last_open = wall.date(), 0, wall.date()
+        while counted < days:
+            day += timedelta(days=1)
+            if self._day(day):
+                counted, last_open = counted + 1, day
+            elif (day - last_open).days > _GIVE_UP_DAYS:
+                raise CalendarError(
+                    f"calendars.{self.name}",
+                    f"no business day in the {_GIVE_UP_DAYS} days after {last_open}; "
+                    "check its hours, holidays and extra_holidays",
+                )
+        pieces = self._day(day)
+        found = _first_at_or_after(pieces, datetime.combine(day, wall.time()))
+        return self.local(pieces[-1][1] if found is None else found)
+
+    def at_local(self, day: date, wall: time) -> datetime:
+        """The instant the local clock first reads ``wall`` (or later, in a gap) on ``day``."""
+        reading = datetime.combine(day, wall.replace(tzinfo=None, fold=0))
+        found = _first_at_or_after(
+            _segments(self.timezone, _as_utc(reading) - _REACH, _as_utc(reading) + _REACH),
+            reading,
+        )
+        assert found is not None  # the span reaches past every offset
+        return self.local(found)
+
+    def business_minutes_between(self, a: datetime, b: datetime) -> float:
+        """Minutes of open time from ``a`` to ``b``; negative when ``b`` comes first."""
+        lo, hi = _aware(a, "a"), _aware(b, "b")
+        if hi < lo:
+            return -self.business_minutes_between(b, a)
+        total = sum(((end - begin) for begin, end, _ in self._pieces(lo, hi)), start=timedelta())
+        return total / timedelta(minutes=1)
+
+
+# -- Reading configuration ------------------------------------------------------------------
+
+_EXAMPLE = "timezone = 'Europe/Madrid', hours = ['mon-fri 09:00-17:00'], holidays = 'ES'"
+
+
+def _zone(value: object, key: str) -> ZoneInfo:
+    if not isinstance(value, str):
+        raise CalendarError(key, "must be an IANA time zone name such as 'Europe/Madrid'")
+    try:
+        return ZoneInfo(value)
+    except (KeyError, ValueError, OSError):
+        close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise CalendarError(
+            key, f"unknown time zone {value!r}; {hint}use an IANA name such as 'Europe/Madrid'"
+        ) from None
+
+
+def _split_holidays(spec: str, key: str) -> tuple[str, str | None]:
+    """``"ES-MD"`` as ("ES", "MD"), checked against what the ``holidays`` package knows."""
+    country, _, subdiv = spec.strip().partition("-")
+    supported = list_supported_countries()
+    country = country.upper()
+    if country not in supported:
+        raise CalendarError(
+            key,
+            f"unknown holiday country {spec!r}; use an ISO 3166 code the holidays package "
+            "supports, optionally with a subdivision: 'ES', 'ES-MD', 'MX', 'BG'",
+        )
+    if not subdiv:
+        return country, None
+    known = {s.upper(): s for s in supported[country]}
+    if subdiv.upper() not in known:
+        listed = ", ".join(supported[country]) or "none"
+        raise CalendarError(
+            key, f"{country} has no subdivision {subdiv!r}; its subdivisions: {listed}"
+        )
+    return country, known[subdiv.upper()]
+
+
+def _dates(value: object, key: str) -> frozenset[date]:
+    if not isinstance(value, list):
+        raise CalendarError(key, "must be a list of dates, e.g. [2026-12-24, '2026-12-31']")
+    out: set[date] = set()
+    for i, item in enumerate(value):
+        if isinstance(item, date) and not isinstance(item, datetime):
+            out.add(item)
+            continue
+        try:
+            out.add(date.fromisoformat(item if isinstance(item, str) else ""))
+        except ValueError:
+            raise CalendarError(
+                f"{key}[{i}]", f"{item!r} is not a date; write YYYY-MM-DD, e.g. 2026-12-24"
+            ) from None
+    return frozenset(out)
+
+
+def _minute(text: str, where: str) -> int:
+    match = _TIME.fullmatch(text.strip())
+    hours, minutes = (int(match[1]), int(match[2])) if match else (99, 99)
+    if not (hours < 24 and minutes < 60) and (hours, minutes) != (24, 0):
+        raise CalendarError(where, f"{text.strip()!r} is not a time; write HH:MM, 00:00 to 24:00")
+    return hours * 60 + minutes
+
+
+def _days(text: str, where: str) -> list[int]:
+    """``mon-fri``, ``sat``, ``mon,wed,fri`` or ``sun-thu`` (ranges may wrap the week)."""
+    out: list[int] = []
+    for part in text.lower().split(","):
+        first, _, last = part.partition("-")
+        for name in (first, last) if last else (first,):
+            if name not in _DAY_INDEX:
+                raise CalendarError(
+                    where,
+                    f"unknown day {name!r}; use {', '.join(DAYS)} or a range such as mon-fri",
+                )
+        a, b = _DAY_INDEX[first], _DAY_INDEX[last or first]
+        out.extend((a + i) % 7 for i in range((b - a) % 7 + 1))
+    return out
+
+
+def parse_hours(spec: str | Sequence[str], key: str = "hours") -> WeeklyHours:
+    """Weekly hours from ``"mon-fri 09:00-17:00"`` or a list of such lines.
+
+    A line is days then comma-separated ranges. Ranges of one day may come from several
+    lines but may not overlap; touching ranges merge. A range ends after it starts; a shift
+    past midnight is two lines.
+    """
+    if not isinstance(spec, str | list | tuple):
+        raise CalendarError(key, "must be a string or a list of strings: 'mon-fri 09:00-17:00'")
+    lines = [spec] if isinstance(spec, str) else list(spec)
+    if not lines:
+        raise CalendarError(key, "is empty; give lines such as 'mon-fri 09:00-17:00'")
+    per_day: list[list[tuple[int, int, str]]] = [[] for _ in DAYS]
+    for i, line in enumerate(lines):
+        where = key if isinstance(spec, str) else f"{key}[{i}]"
+        if not isinstance(line, str):
+            raise CalendarError(where, "must be a string such as 'mon-fri 09:00-17:00'")
+        days_text, _, ranges_text = " ".join(line.split()).partition(" ")
+        if not days_text or not ranges_text:
+            raise CalendarError(where, f"{line!r} needs days then times: 'mon-fri 09:00-17:00'")
+        for text in ranges_text.split(","):
+            start_text, dash, end_text = text.partition("-")
+            if not dash:
+                raise CalendarError(where, f"{text.strip()!r} is not a range; write 09:00-17:00")
+            start, end = _minute(start_text, where), _minute(end_text, where)
+            if start >= end:
+                raise CalendarError(
+                    where,
+                    f"{text.strip()!r} does not end after it starts; a shift past midnight "
+                    "is two lines, e.g. 'mon 22:00-24:00' and 'tue 00:00-06:00'",
+                )
+            for day in _days(days_text, where):
+                per_day[day].append((start, end, line))
+    return _weekly(per_day, key)
+
+
+def _weekly(per_day: list[list[tuple[int, int, str]]], key: str) -> WeeklyHours:
+    week: list[Ranges] = []
+    for day, items in enumerate(per_day):
+        merged: list[tuple[int, int]] = []
+        items.sort()
+        for (_, prev_end, prev_line), (start, _, line) in itertools.pairwise(items):
+            if start < prev_end:
+                raise CalendarError(
+                    key,
+                    f"{DAYS[day]}: {prev_line!r} and {line!r} overlap; give each day's "
+                    "ranges once, e.g. 'mon-thu 09:00-17:00' and 'fri 08:00-15:00'",
+                )
+        for start, end, _ in items:
+            if merged and merged[-1][1] == start:
+                merged[-1] = (merged[-1][0], end)
+            else:
+                merged.append((start, end))
+        week.append(tuple(merged))
+    return (week[0], week[1], week[2], week[3], week[4], week[5], week[6])
+
+
+def _check_hours(hours: WeeklyHours, key: str) -> None:
+    """Hours built by hand (not parsed) must still be sorted, disjoint ranges of a day."""
+    if len(hours) != 7:
+        raise CalendarError(key, f"needs 7 days (Monday first), got {len(hours)}")
+    for day, ranges in zip(DAYS, hours, strict=True):
+        ends = [0, *(m for r in ranges for m in r)]
+        if any(b < a for a, b in itertools.pairwise(ends)) or ends[-1] > _DAY_MINUTES:
+            raise CalendarError(key, f"{day}: ranges {ranges} must be sorted and disjoint")
+        if any(start == end for start, end in ranges):
+            raise CalendarError(key, f"{day}: empty range in {ranges}")
+    if not any(hours):
+        raise CalendarError(key, "gives no open time on any day")
+
+
+def _render(hours: WeeklyHours) -> list[str]:
+    """Lines ``parse_hours`` reads back, grouping consecutive days with the same ranges."""
+    lines: list[str] = []
+    day = 0
+    while day < 7:
+        last = day
+        while last + 1 < 7 and hours[last + 1] == hours[day]:
+            last += 1
+        if hours[day]:
+            days = DAYS[day] if last == day else f"{DAYS[day]}-{DAYS[last]}"
+            ranges = ", ".join(f"{_hhmm(a)}-{_hhmm(b)}" for a, b in hours[day])
+            lines.append(f"{days} {ranges}")
+        day = last + 1
+    return lines
+
+
+def _hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+_ALL_DAY: Ranges = ((0, _DAY_MINUTES),)
+ALWAYS_OPEN = Calendar("24x7", ZoneInfo("UTC"), (_ALL_DAY,) * 7)
+
+
+def calendars_from_config(tables: Mapping[str, Any]) -> dict[str, Calendar]:
+    """Every ``[calendars.NAME]`` of a config, plus the built-in ``24x7`` it may not redefine."""
+    out = {ALWAYS_OPEN.name: ALWAYS_OPEN}
+    for name, table in tables.items():
+        if name in out:
+            raise CalendarError(f"calendars.{name}", "is built in; choose another name")
+        if not isinstance(table, Mapping):
+            raise CalendarError(f"calendars.{name}", f"must be a table; e.g. {_EXAMPLE}")
+        out[name] = Calendar.from_config(name, table)
+    return out
