@@ -16,6 +16,7 @@ from typing import Any
 
 from daemon import config as config_mod
 from daemon import logging as logmod
+from daemon import sla_commands
 from daemon.errors import ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -161,6 +162,7 @@ def _desk_parsers(sub: Any, tsub: Any) -> None:
     pl = psub.add_parser("list", help="parked and dropped messages, newest first")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--limit", type=int, default=100)
+    sla_commands.register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("transcribe", None): voice_commands.transcribe,
         ("triage", "explain"): triage_commands.explain,
         ("triage", "train"): triage_commands.train,
+        ("sla", "due"): sla_commands.due,
     }
     handler = handlers[(args.command, getattr(args, "action", None))]
     try:

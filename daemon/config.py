@@ -10,7 +10,6 @@ current directory when running on the embedded default.
 
 from __future__ import annotations
 
-import difflib
 import os
 import socket
 import subprocess
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from daemon.config_desk import DESK_SECTIONS, DeskConfig, desk_sections, redacted_desk, suggest
 from daemon.errors import ConfigError
 
 DEFAULT_DATA_DIR = "buzon-data"
@@ -192,6 +192,8 @@ class Config:
     triage: TriageConfig = field(default_factory=TriageConfig)
     routing: tuple[tuple[str, str], ...] = ()  # (recipient address, category)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
+    # [calendars], [sla], [agents], [outbound]: read by daemon.config_desk.
+    desk: DeskConfig = field(default_factory=DeskConfig)
     source: str = "<embedded default>"
 
     def sqlite_path(self) -> Path | None:
@@ -205,7 +207,7 @@ class Config:
         """The effective configuration as plain data, with secrets masked."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in ("source", "imap", "voicemail_dir", "routing"):
+            if f.name in ("source", "imap", "voicemail_dir", "routing", "desk"):
                 continue
             section = getattr(self, f.name)
             out[f.name] = {k.name: _mask(k.name, getattr(section, k.name)) for k in fields(section)}
@@ -216,6 +218,7 @@ class Config:
         ]
         out["transcription"]["models"] = dict(self.transcription.models)
         out["routing"] = dict(self.routing)
+        out.update(redacted_desk(self.desk))
         out["voicemail_dir"] = [
             {k.name: getattr(d, k.name) for k in fields(d)} for d in self.voicemail_dir
         ]
@@ -250,11 +253,6 @@ def _mask_url(url: str) -> str:
             cred = cred.split(":", 1)[0] + ":********"
         return f"{head}://{cred}@{rest}"
     return url
-
-
-def _suggest(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _coerce(where: str, value: Any, default: Any) -> Any:
@@ -316,7 +314,7 @@ def _section(name: str, cls: type[Any], data: Any) -> Any:
             continue
         if key not in known:
             raise ConfigError(
-                f"[{name}] {key}: unknown key; {_suggest(key, known)}"
+                f"[{name}] {key}: unknown key; {suggest(key, known)}"
                 f"the keys of [{name}] are {', '.join(known)} (see {SAMPLE})"
             )
         values[key] = _coerce(f"[{name}] {key}", value, getattr(default, key))
@@ -507,8 +505,10 @@ def parse(text: str, *, base: Path, source: str) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    sections: dict[str, Any] = {}
+    sections: dict[str, Any] = {"desk": desk_sections(data)}
     for name, value in data.items():
+        if name in DESK_SECTIONS:
+            continue
         if name == "imap":
             if not isinstance(value, list):
                 raise ConfigError("[imap] must be written [[imap]] (one table per account)")
@@ -526,8 +526,10 @@ def parse(text: str, *, base: Path, source: str) -> Config:
             continue
         if name not in SECTIONS:
             raise ConfigError(
-                f"[{name}]: unknown section; {_suggest(name, list(SECTIONS))}"
-                f"known sections are {', '.join(SECTIONS)}, [routing], [[imap]], [[voicemail_dir]] "
+                f"[{name}]: unknown section; {suggest(name, [*SECTIONS, *DESK_SECTIONS])}"
+                f"known sections are {', '.join(SECTIONS)}, [routing], [[imap]], "
+                "[[voicemail_dir]], [calendars.NAME], [sla], [[sla.policies]], [agents], "
+                "[outbound] "
                 f"(see {SAMPLE})"
             )
         sections[name] = _section(name, SECTIONS[name], value)
@@ -577,8 +579,17 @@ def finalise(cfg: Config, base: Path) -> Config:
         )
         for d in cfg.voicemail_dir
     )
+    out = cfg.desk.outbound
+    outbound = replace(
+        out,
+        password_file=_resolve(base, out.password_file) if out.password_file else "",
+        templates=_resolve(base, out.templates) if out.templates else "",
+        from_address=out.from_address
+        or (smtp.addresses[0] if smtp.addresses else f"buzon@{smtp.hostname}"),
+    )
     cfg = replace(
         cfg,
+        desk=replace(cfg.desk, outbound=outbound),
         storage=storage,
         smtp=smtp,
         imap=imap,

@@ -1,5 +1,6 @@
 """The schema: messages (raw bytes kept), deliveries, attachments, tickets, events, contacts,
-authorised contacts, incidents and the few settings the instances share.
+authorised contacts, incidents, the outbox, rate buckets and the few settings the
+instances share.
 
 Every column a later stage queries by is indexed; the ticket event table is
 append-only and is the audit trail agents and ``sla explain`` replay.
@@ -173,6 +174,23 @@ class Ticket(Base):
     incident_id: Mapped[int | None] = mapped_column(
         Id, ForeignKey("incidents.id"), nullable=True, index=True
     )
+    # SLA: the policy and calendar chosen at intake, who holds the ticket, and the
+    # clocks as of its last event (the events are the truth; these are their fold).
+    # next_due_at is the earliest thing the scheduler owes this ticket (a follow-up,
+    # the auto-close, an at-risk or breach alarm), so a pass reads only due rows.
+    team: Mapped[str] = mapped_column(String(64), default="")
+    sla_policy: Mapped[str] = mapped_column(String(64), default="")
+    sla_calendar: Mapped[str] = mapped_column(String(64), default="")
+    assigned_to: Mapped[str] = mapped_column(SafeString(255), default="")
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    followup_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    followups_sent: Mapped[int] = mapped_column(Integer, default=0)
+    close_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # Keys of the at-risk and breach alarms already emitted: each is logged once.
+    alarms_sent: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     incident: Mapped[Incident | None] = relationship(back_populates="tickets")
@@ -253,6 +271,48 @@ class Incident(Base):
     detection: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
 
     tickets: Mapped[list[Ticket]] = relationship(back_populates="incident", order_by="Ticket.id")
+
+
+class OutboxMail(Base):
+    """A mail Buzón owes somebody, written in the transaction that decided to send it.
+
+    ``raw`` is the whole message as built, so every attempt sends the same bytes
+    and Message-ID (a relay that took it before an ambiguous failure sees a
+    duplicate it can drop, never a new mail). ``state``: pending | sending |
+    sent | failed | cancelled; a sender claims due rows by a lease.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state_due", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int | None] = mapped_column(
+        Id, ForeignKey("tickets.id"), nullable=True, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))  # ack | followup | last_notice | reply | notice
+    recipient: Mapped[str] = mapped_column(SafeString(998), index=True)
+    envelope_from: Mapped[str] = mapped_column(SafeString(998), default="")  # "" = null sender
+    message_id: Mapped[str] = mapped_column(SafeString(998), unique=True)
+    subject: Mapped[str] = mapped_column(SafeText, default="")
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str] = mapped_column(String(255), default="")
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(SafeText, default="")
+
+
+class RateBucket(Base):
+    """A token bucket per recipient address: automatic mail stays within a rate (LOOP-05)."""
+
+    __tablename__ = "rate_buckets"
+
+    address: Mapped[str] = mapped_column(SafeString(998), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Setting(Base):

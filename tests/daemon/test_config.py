@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon import config as config_mod
+from daemon.config_desk import OutboundConfig, SlaConfig
 from daemon.errors import ConfigError
 from support.daemon import run_cli
 
@@ -112,6 +113,12 @@ def test_sample_config_is_valid_and_documents_every_key(tmp_path: Path) -> None:
                 assert "[transcription.models]" in text  # a table of its own
                 continue
             assert f"{name} =" in text, f"[{section}] {name} is not documented in the sample"
+    for section in ("[calendars.", "[sla]", "[[sla.policies]]", "[agents]", "[outbound]"):
+        assert section in text, f"{section} is not documented in the sample"
+    for name in [*SlaConfig.__dataclass_fields__, *OutboundConfig.__dataclass_fields__]:
+        key = {"from_address": "from", "calendars": "[calendars.", "policies": "[[sla.policies]]"}
+        shown = key.get(name, f"{name} =")
+        assert shown in text or f"[sla.{name}]" in text, f"{name} is not documented"
 
 
 IMAP_OK = """
