@@ -57,15 +57,9 @@ def automatic(work: Work) -> None:
         return
     reason = auto.reason or ("null envelope sender" if null_sender else kind)
     msg.no_ack_reason = f"automatic mail: {kind} ({reason})"
-    ids = (
-        auto.returned_message_ids
-        if kind != "out_of_office"
-        else (
-            *p.in_reply_to,
-            *p.references,
-        )
-    )
-    ticket, how = _ticket_for(work, tuple(ids)) if kind in ATTACHABLE else (None, "")
+    # A report names the message it returns; an out-of-office reply answers one.
+    ids = (*p.in_reply_to, *p.references) if kind == "out_of_office" else auto.returned_message_ids
+    ticket, how = _ticket_for(work, ids) if kind in ATTACHABLE else (None, "")
     if ticket is not None:
         join(work, ticket, kind, f"{kind}: {how}", {"automatic": reason})
         work.outcome = "attached"

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from daemon.config_desk import DESK_SECTIONS, DeskConfig, desk_sections, redacted_desk, suggest
+from daemon.config_desk import (
+    DESK_SECTIONS,
+    DeskConfig,
+    coerce,
+    desk_sections,
+    redacted_desk,
+    suggest,
+)
 from daemon.errors import ConfigError
 
 DEFAULT_DATA_DIR = "buzon-data"
@@ -255,31 +262,6 @@ def _mask_url(url: str) -> str:
     return url
 
 
-def _coerce(where: str, value: Any, default: Any) -> Any:
-    """Check ``value`` has the type of ``default`` (the field's declared type)."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string in quotes, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f'{where}: expected a list of strings, e.g. ["a", "b"]')
-        return tuple(value)
-    raise AssertionError(f"unsupported config type for {where}")  # pragma: no cover
-
-
 def _models(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()
@@ -317,7 +299,7 @@ def _section(name: str, cls: type[Any], data: Any) -> Any:
                 f"[{name}] {key}: unknown key; {suggest(key, known)}"
                 f"the keys of [{name}] are {', '.join(known)} (see {SAMPLE})"
             )
-        values[key] = _coerce(f"[{name}] {key}", value, getattr(default, key))
+        values[key] = coerce(f"[{name}] {key}", value, getattr(default, key))
     return replace(default, **values)
 
 

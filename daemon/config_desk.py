@@ -165,7 +165,7 @@ def _sla(value: Any, calendars: dict[str, Calendar]) -> SlaConfig:
         elif key in _SLA_TABLES:
             values[key] = _pairs(f"[sla.{key}]", item, _SLA_TABLES[key])
         elif key in known:
-            values[key] = _scalar(f"[sla] {key}", item, getattr(base, key))
+            values[key] = coerce(f"[sla] {key}", item, getattr(base, key))
         else:
             raise ConfigError(f"[sla] {key}: unknown key; {suggest(key, known)}(see {SAMPLE})")
     sla = replace(base, **values)
@@ -204,7 +204,7 @@ def _outbound(value: Any) -> OutboundConfig:
                 f"[outbound] {key}: unknown key; {suggest(key, shown)}"
                 f"the keys of [outbound] are {', '.join(shown)} (see {SAMPLE})"
             )
-        values[name] = _scalar(f"[outbound] {key}", item, getattr(base, name))
+        values[name] = coerce(f"[outbound] {key}", item, getattr(base, name))
     out = replace(base, **values)
     if out.relay and (":" not in out.relay or not out.relay.rsplit(":", 1)[1].isdigit()):
         raise ConfigError(f"[outbound] relay = {out.relay!r}: use host:port, e.g. 127.0.0.1:25")
@@ -219,17 +219,29 @@ def _outbound(value: Any) -> OutboundConfig:
     return out
 
 
-def _scalar(where: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool) or isinstance(value, bool):
-        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
-    if isinstance(default, float) and isinstance(value, int | float):
+def coerce(where: str, value: Any, default: Any) -> Any:
+    """Check ``value`` has the type of ``default`` (the field's declared type)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
-    if isinstance(default, int) and isinstance(value, int):
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string in quotes, got {value!r}")
         return value
-    if isinstance(default, str) and isinstance(value, str):
-        return value
-    kind = {float: "a number", int: "an integer", str: "a string in quotes"}[type(default)]
-    raise ConfigError(f"{where}: expected {kind}, got {value!r}")
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{where}: expected a list of strings, e.g. ["a", "b"]')
+        return tuple(value)
+    raise AssertionError(f"unsupported config type for {where}")  # pragma: no cover
 
 
 def suggest(key: str, known: list[str]) -> str:

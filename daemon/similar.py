@@ -129,11 +129,12 @@ def _link(work: Work, inc: Incident, t: Ticket) -> None:
 
 
 def _attach(work: Work, inc: Incident, t: Ticket, why: str) -> None:
+    # Counted as they come: loading every linked ticket would make each report of a
+    # large outage cost more than the one before.
+    new_customer = not repo.incident_has_customer(work.session, inc.id, t.customer)
     t.incident = inc
-    if t not in inc.tickets:
-        inc.tickets.append(t)
-    inc.ticket_count = len(inc.tickets)
-    inc.customer_count = len({x.customer for x in inc.tickets})
+    inc.ticket_count = (inc.ticket_count or 0) + 1
+    inc.customer_count = (inc.customer_count or 0) + int(new_customer)
     repo.add_event(
         work.session, t, "incident_linked", work.now, data={"incident": inc.ref, "reason": why}
     )

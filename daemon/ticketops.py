@@ -17,10 +17,15 @@ from triage.refs import ref_for
 
 
 def reply_key(work: Work) -> str:
-    """The key reply tokens are signed with, shared by every instance on the database."""
-    return settings_repo.get_or_create(
-        work.session, settings_repo.REPLY_TOKEN_KEY, replytoken.new_key, work.now
-    )
+    """The key reply tokens are signed with, shared by every instance on the database.
+
+    Both the automatic and the thread step need it; it is read once per message.
+    """
+    if not work.reply_key:
+        work.reply_key = settings_repo.get_or_create(
+            work.session, settings_repo.REPLY_TOKEN_KEY, replytoken.new_key, work.now
+        )
+    return work.reply_key
 
 
 def join(

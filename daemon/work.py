@@ -52,6 +52,7 @@ class Work:
     sender_customer: str = ""
     distrust: str = ""
     fingerprint: str = ""  # triage.similarity.fingerprint of subject and own text
+    reply_key: str = ""  # the reply-token key, read once per message (daemon.ticketops)
     opened: bool = False  # this message opened its ticket
     outcome: str = ""
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
