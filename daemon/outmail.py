@@ -1,0 +1,374 @@
+"""Outbound mail (acks, follow-ups, last notices, agent replies, breach notices) from templates.
+
+Pure composition: no database, no network. ``daemon/templates/<lang>/<kind>.txt``
+ship in es, en and bg; a same-named file under ``[outbound] templates`` replaces
+one. A file is ``Subject: <template>``, a blank line, then the body, both
+``string.Template``; all are checked at load so a typo stops the daemon at start,
+not at 3 a.m. The subject must carry ``[$ref]``: threading finds replies by it.
+A body line of nothing but placeholders that all came out empty is dropped.
+
+Placeholders (``FIELDS``): every kind has ``ref``, ``subject``, ``customer_name``
+(default ``to_name``, else ``to``) and ``desk_name`` (default the sender's name);
+the caller passes the rest, already formatted, in ``Outgoing.values``:
+ack ``respond_by``, ``calendar_note`` (may be ""); followup ``followup_number``,
+``waiting_since``, ``close_on``; last_notice ``close_on``, ``reopen_within``;
+reply ``body`` (may span lines), ``agent``; breach ``clock``, ``deadline``,
+``team``, ``ticket_link`` (a URL, else the ref). A language not shipped gets
+English, the one a stranger most likely reads.
+
+Headers (RFC 3834, LOOP-08): our ``Message-ID``, ``In-Reply-To``/``References``,
+``Auto-Submitted`` on every mail (``no`` on a human's reply, so each mail says
+what it is), ``X-Auto-Response-Suppress: All``. ``Precedence: bulk`` is
+non-standard but vacation(1), Exchange and many responders honour it, so it goes
+on automatic mail only: a person's reply is not bulk. The UTF-8 body is 7-bit,
+never 8bit, so it passes relays without 8BITMIME and no line nears 998 octets
+whatever an agent pastes; the stdlib picks the shorter of quoted-printable
+(es, en: readable on the wire) and base64 (bg: quoted-printable triples Cyrillic).
+
+SEC-01: subject, names and values are untrusted. Encoded words are decoded first
+(``email`` itself decodes ``=?utf-8?q?=0D=0A?=`` on assignment and writes a bare
+CRLF), controls become one space, and a ``=?`` left over is broken up so nothing
+decodes it again. Headers carrying such text or ids are folded here, not by
+CPython 3.11's folder, which can drop a space between encoded words
+(gh-144156), encodes a long Message-ID, and writes a long quoted name unquoted
+(``"x"*90 + " <evil@x>"`` became a second recipient). The bytes are parsed back
+and must hold exactly the headers we set and one recipient.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import KW_ONLY, dataclass, field
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.header import Header
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import Policy
+from email.utils import format_datetime, getaddresses
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Literal, get_args
+
+from daemon.errors import ConfigError
+
+Kind = Literal["ack", "followup", "last_notice", "reply", "breach"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+LANGUAGES = ("es", "en", "bg")
+FALLBACK_LANGUAGE = "en"
+
+_COMMON = frozenset({"ref", "subject", "customer_name", "desk_name"})
+FIELDS: dict[Kind, frozenset[str]] = {
+    "ack": _COMMON | {"respond_by", "calendar_note"},
+    "followup": _COMMON | {"followup_number", "waiting_since", "close_on"},
+    "last_notice": _COMMON | {"close_on", "reopen_within"},
+    "reply": _COMMON | {"body", "agent"},
+    "breach": _COMMON | {"clock", "deadline", "team", "ticket_link"},
+}
+MAX_REFERENCES = 20
+_MAX_ID = 250  # a longer id cannot be folded and would be encoded, breaking threading
+
+# CRLF on the wire; 7bit makes set_content pick quoted-printable or base64, never 8bit.
+_POLICY = policy.SMTP.clone(cte_type="7bit")
+_HEADER_JUNK = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+_BODY_JUNK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+_MSG_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII without < > or spaces
+_ADDRESS_PROBLEMS = (
+    (r"[\x00-\x1f\x7f]", "contains a control character (CR, LF, NUL...)"),
+    (r"[,;]", "holds a list; a recipient is exactly one address"),
+    (r"[<>]", "has angle brackets; give the bare addr-spec, the name apart"),
+    (r"\s", "contains whitespace"),
+    (r"[\"()\\\[\]:]", "has quotes, comments or brackets; give a plain local@domain"),
+    (r"[^\x00-\x7f]", "is not ASCII (outbound mail does not use SMTPUTF8)"),
+    (r"^[^@]*$|@.*@|^@|@$", "is not one local@domain"),
+    (r"^.{255,}$", "is longer than 254 characters (RFC 5321)"),
+)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+/^_`{|}~-]{1,60}")  # atext and spaces, short
+_ONLY_PLACEHOLDERS = re.compile(r"(?:\s*\$(?:[_a-z][_a-z0-9]*|\{[_a-z][_a-z0-9]*\}))+\s*", re.I)
+
+
+class TemplateError(ConfigError, ValueError):
+    """Raised at load for a template that cannot be used; names the file, problem and fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One kind in one language: ``string.Template`` sources of subject and body."""
+
+    subject: str
+    body: str
+
+
+def _read(path: Path | Traversable, kind: Kind) -> Template:
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows add a BOM
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{where}: cannot read as UTF-8 text ({exc}); fix the file") from exc
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if not lines[0].startswith("Subject:"):
+        raise TemplateError(f"{where}: first line must be 'Subject: <template>'; add it")
+    if len(lines) < 2 or lines[1].strip():
+        raise TemplateError(f"{where}: the Subject line must be followed by one blank line")
+    tpl = Template(lines[0].removeprefix("Subject:").strip(), "\n".join(lines[2:]).rstrip() + "\n")
+    if "[$ref]" not in tpl.subject and "[${ref}]" not in tpl.subject:
+        raise TemplateError(f"{where}: subject lacks the tag [$ref] replies thread by; add it")
+    allowed = ", ".join(f"${name}" for name in sorted(FIELDS[kind]))
+    for part in (tpl.subject, tpl.body):
+        source = string.Template(part)
+        if not source.is_valid():
+            raise TemplateError(f"{where}: invalid placeholder; use $name or ${{name}}, $$ for $")
+        for name in source.get_identifiers():
+            if name not in FIELDS[kind]:
+                raise TemplateError(f"{where}: unknown placeholder ${name}; use one of {allowed}")
+    return tpl
+
+
+def _check_override_dir(root: Path) -> None:
+    # A misspelt file name would silently keep the shipped text: refuse it instead.
+    if not root.is_dir():
+        raise TemplateError(f"{root}: templates directory does not exist; create it or unset it")
+    for entry in root.iterdir():
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if entry.name not in LANGUAGES:
+            raise TemplateError(f"{entry}: unknown language; use one of {', '.join(LANGUAGES)}")
+        for file in entry.glob("*.txt"):
+            if file.stem not in KINDS:
+                raise TemplateError(f"{file}: unknown kind; name it one of {', '.join(KINDS)}.txt")
+
+
+@dataclass(frozen=True, slots=True)
+class Templates:
+    """Every kind in every language, checked; build with ``Templates.load``."""
+
+    by_key: Mapping[tuple[Kind, str], Template]
+
+    @classmethod
+    def load(cls, override_dir: str | Path | None = None) -> Templates:
+        """Shipped templates, each replaced by ``override_dir/<lang>/<kind>.txt`` if present."""
+        root = Path(override_dir) if override_dir else None
+        if root is not None:
+            _check_override_dir(root)
+        shipped = resources.files("daemon").joinpath("templates")
+        by_key: dict[tuple[Kind, str], Template] = {}
+        for lang, kind in ((lang, kind) for lang in LANGUAGES for kind in KINDS):
+            own = root / lang / f"{kind}.txt" if root else None
+            path = own if own and own.is_file() else shipped / lang / f"{kind}.txt"
+            by_key[kind, lang] = _read(path, kind)
+        return cls(by_key)
+
+    def get(self, kind: Kind, language: str) -> Template:
+        """The template for ``kind`` in ``language``, English for a language not shipped."""
+        return self.by_key[kind, language_for(language)]
+
+
+def language_for(language: str) -> str:
+    """``es-ES``/``ES`` -> ``es``; a language without templates -> ``en``."""
+    primary = language.strip().lower().replace("_", "-").split("-")[0]
+    return primary if primary in LANGUAGES else FALLBACK_LANGUAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """Who our mail is from; ``envelope_from`` "" is the null reverse-path ``<>``."""
+
+    from_address: str
+    from_name: str
+    envelope_from: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One mail to compose; ``subject``, names and values are inbound data, untrusted."""
+
+    kind: Kind
+    _: KW_ONLY
+    to: str
+    to_name: str = ""
+    language: str = "es"
+    ref: str
+    subject: str
+    in_reply_to: str = ""  # Message-ID without angle brackets; "" none
+    references: tuple[str, ...] = ()
+    reply_to: str = ""  # e.g. the plus-address carrying the reply token
+    values: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A mail ready for the relay: ``raw`` has CRLF line endings, as it goes on the wire."""
+
+    message_id: str
+    recipient: str
+    envelope_from: str  # "" = null sender
+    subject: str
+    raw: bytes
+
+
+def auto_submitted(kind: Kind) -> str:
+    """RFC 3834 value: an ack answers a message, timers generate the rest, people write replies."""
+    return {"ack": "auto-replied", "reply": "no"}.get(kind, "auto-generated")
+
+
+def header_text(value: str) -> str:
+    """``value`` safe for one header: encoded words decoded, controls to one space."""
+    with suppress(ValueError, LookupError, IndexError):  # undecodable: keep it as text
+        value = str(policy.default.header_factory("subject", _HEADER_JUNK.sub(" ", value)))
+    return " ".join(_HEADER_JUNK.sub(" ", value).split()).replace("=?", "= ?")
+
+
+def body_text(value: str) -> str:
+    """``value`` safe for a body: LF line endings, controls other than tab and newline gone."""
+    return _BODY_JUNK.sub("", value.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def addr_spec(value: str, what: str) -> str:
+    """``value`` if it is one plain ``local@domain``; else ValueError naming the problem."""
+    for pattern, problem in _ADDRESS_PROBLEMS:
+        if re.search(pattern, value):
+            raise ValueError(f"{what} address {value!r} {problem}")
+    try:
+        Address(addr_spec=value)
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"{what} address {value!r} is not a valid addr-spec ({exc})") from exc
+    return value
+
+
+def _msg_ids(ids: tuple[str, ...], last: str) -> list[str]:
+    # Inbound ids that cannot be written safely are left out; the subject tag still threads.
+    clean: list[str] = []
+    for raw in (*ids, last):
+        mid = raw.strip().removeprefix("<").removesuffix(">")
+        if len(mid) <= _MAX_ID and _MSG_ID.fullmatch(mid) and mid not in clean:
+            clean.append(mid)
+    if len(clean) > MAX_REFERENCES:  # RFC 5322 practice: keep the root and the newest
+        clean = clean[:1] + clean[1 - MAX_REFERENCES :]
+    return clean
+
+
+def _values(out: Outgoing, sender: Sender) -> dict[str, str]:
+    allowed, required = FIELDS[out.kind] - {"ref", "subject"}, FIELDS[out.kind] - _COMMON
+    if unknown := set(out.values) - allowed:
+        raise ValueError(f"{out.kind}: unknown values {sorted(unknown)}; allowed {sorted(allowed)}")
+    if missing := required - set(out.values):
+        raise ValueError(f"{out.kind}: missing values {sorted(missing)}")
+    ref = header_text(out.ref)
+    # The ticket's subject may already carry our tag; the template adds it once.
+    subject = " ".join(header_text(out.subject).replace(f"[{ref}]", " ").split())
+    values = {"customer_name": out.to_name or out.to, "desk_name": sender.from_name}
+    return values | dict(out.values) | {"ref": ref, "subject": subject}
+
+
+def _body(source: str, values: Mapping[str, str]) -> str:
+    lines = []
+    for line in source.split("\n"):
+        text = string.Template(line).substitute(values)
+        if text.strip() or not _ONLY_PLACEHOLDERS.fullmatch(line):
+            lines.append(text)
+    return body_text("\n".join(lines))
+
+
+@dataclass(frozen=True, slots=True)
+class _Folded:
+    """A header folded here; ``EmailMessage`` stores it as is and writes ``fold()``."""
+
+    name: str
+    wire: str  # ASCII, folded with "\n "
+    text: str  # what a reader decodes
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self.wire}".replace("\n", policy.linesep) + policy.linesep
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _folded(name: str, text: str, *, encode: bool = True) -> _Folded:
+    """``text`` (single spaces, no controls) folded at spaces, else as encoded words."""
+    words = text.split(" ")
+    if encode and (not text.isascii() or max(map(len, words)) > 70):
+        # email.header keeps every space inside the encoded words: folding cannot lose one.
+        wire = Header(text, "utf-8", header_name=name).encode(linesep="\n")
+        return _Folded(name, wire, text)
+    wire, width = words[0], len(name) + 2 + len(words[0])
+    for word in words[1:]:
+        fold = width + 1 + len(word) > 78
+        wire += ("\n " if fold else " ") + word
+        width = (0 if fold else width) + 1 + len(word)
+    return _Folded(name, wire, text)
+
+
+def _mailbox(name: str, display_name: str, address: str) -> _Folded:
+    if not display_name:
+        return _Folded(name, address, address)
+    phrase = display_name
+    if not _PLAIN_NAME.fullmatch(display_name):
+        phrase = Header(display_name, "utf-8", header_name=name).encode(linesep="\n")
+    return _Folded(name, f"{phrase} <{address}>", f"{display_name} <{address}>")
+
+
+def _ids(name: str, ids: list[str]) -> _Folded:
+    return _folded(name, " ".join(f"<{mid}>" for mid in ids), encode=False)
+
+
+def compose(
+    out: Outgoing, *, sender: Sender, message_id: str, templates: Templates, now: datetime
+) -> Composed:
+    """The mail ``out`` describes, from ``sender``; ValueError for a bad address or value."""
+    if out.kind not in KINDS:
+        raise ValueError(f"unknown kind {out.kind!r}; use one of {', '.join(KINDS)}")
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware: the Date header needs a real offset")
+    if len(message_id) > _MAX_ID or not _MSG_ID.fullmatch(message_id):
+        raise ValueError(f"message_id {message_id!r} is not id@domain without angle brackets")
+    to = addr_spec(out.to, "recipient")
+    from_address = addr_spec(sender.from_address, "from")
+    if sender.envelope_from:
+        addr_spec(sender.envelope_from, "envelope-from")
+    if not header_text(out.ref):
+        raise ValueError("ref must not be empty: the subject tag threads replies")
+    lang = language_for(out.language)
+    tpl = templates.get(out.kind, lang)
+    values = _values(out, sender)
+    subject = header_text(
+        string.Template(tpl.subject).substitute({k: header_text(v) for k, v in values.items()})
+    )
+
+    msg = EmailMessage(policy=_POLICY)
+    msg["Date"] = format_datetime(now)
+    msg["From"] = _mailbox("From", header_text(sender.from_name), from_address)
+    msg["To"] = _mailbox("To", header_text(out.to_name), to)
+    msg["Subject"] = _folded("Subject", subject)
+    msg["Message-ID"] = _ids("Message-ID", [message_id])
+    if in_reply_to := _msg_ids((), out.in_reply_to):
+        msg["In-Reply-To"] = _ids("In-Reply-To", in_reply_to)
+    if refs := _msg_ids(out.references, out.in_reply_to):
+        msg["References"] = _ids("References", refs)
+    if out.reply_to:
+        msg["Reply-To"] = _mailbox("Reply-To", "", addr_spec(out.reply_to, "reply-to"))
+    msg["Auto-Submitted"] = auto_submitted(out.kind)
+    msg["X-Auto-Response-Suppress"] = "All"
+    if out.kind != "reply":
+        msg["Precedence"] = "bulk"
+    # Only the agent's text may span lines; names and dates stay on theirs.
+    body = {k: body_text(v) if k == "body" else header_text(v) for k, v in values.items()}
+    msg.set_content(_body(tpl.body, body), charset="utf-8")  # 7-bit: see the docstring
+    msg["Content-Language"] = lang  # after set_content, which clears Content-* headers
+    raw = msg.as_bytes()
+    _verify(raw, msg, to)
+    return Composed(message_id, to, sender.envelope_from, subject, raw)
+
+
+def _verify(raw: bytes, msg: EmailMessage, to: str) -> None:
+    # Belt and braces for SEC-01: whatever the email package does with odd input, the
+    # bytes must parse back to exactly the headers we set and to one recipient.
+    parsed = message_from_bytes(raw, policy=policy.default)
+    if sorted(k.lower() for k in parsed) != sorted(k.lower() for k in msg):
+        raise ValueError(f"composed mail to {to} parses to other headers; refusing to send it")
+    if [addr for _, addr in getaddresses(parsed.get_all("To", []))] != [to]:
+        raise ValueError(f"composed mail to {to} parses to other recipients; refusing to send it")

@@ -1,0 +1,120 @@
+"""The outbox queue: mail rows written with the ticket change, claimed by a lease, settled.
+
+A row is written in the transaction that decided to send it (``enqueue``), so a
+crash either loses both the decision and the mail or keeps both. A sender claims
+due rows (``pending`` and due, or ``sending`` under a lease that expired because
+its sender died) with ``SKIP LOCKED``, so several instances share one queue on
+PostgreSQL. Per-address token buckets bound automatic mail to one address
+(LOOP-05).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import OutboxMail, RateBucket
+
+PENDING, SENDING, SENT, FAILED, CANCELLED = "pending", "sending", "sent", "failed", "cancelled"
+
+
+def enqueue(session: Session, mail: OutboxMail) -> OutboxMail:
+    """Add ``mail`` as pending (due at its ``due_at``) in the caller's transaction."""
+    mail.state = PENDING
+    mail.attempts = mail.attempts or 0
+    session.add(mail)
+    return mail
+
+
+def claim_due(
+    session: Session, holder: str, now: datetime, lease: timedelta, limit: int = 20
+) -> list[OutboxMail]:
+    """Lease up to ``limit`` due rows to ``holder``, oldest due first."""
+    rows = list(
+        session.scalars(
+            select(OutboxMail)
+            .where(
+                or_(
+                    (OutboxMail.state == PENDING) & (OutboxMail.due_at <= now),
+                    (OutboxMail.state == SENDING) & (OutboxMail.claimed_until < now),
+                )
+            )
+            .order_by(OutboxMail.due_at, OutboxMail.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for row in rows:
+        row.state = SENDING
+        row.claimed_by = holder
+        row.claimed_until = now + lease
+    return rows
+
+
+def cancel_pending(
+    session: Session, ticket_id: int, kinds: Sequence[str], why: str
+) -> list[OutboxMail]:
+    """Cancel the ticket's unsent mail of these kinds; the rows cancelled.
+
+    A row a sender holds (``sending``) is left alone: it may already be on the
+    wire, and cancelling it would only make the record lie.
+    """
+    rows = list(
+        session.scalars(
+            select(OutboxMail)
+            .where(
+                OutboxMail.ticket_id == ticket_id,
+                OutboxMail.state == PENDING,
+                OutboxMail.kind.in_(list(kinds)),
+            )
+            .with_for_update()
+        )
+    )
+    for row in rows:
+        row.state = CANCELLED
+        row.last_error = why
+    return rows
+
+
+def states(session: Session) -> dict[str, int]:
+    """How many outbox rows are in each state."""
+    rows = session.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state))
+    return {state: int(n) for state, n in rows}
+
+
+def retry_failed(session: Session, now: datetime) -> int:
+    """Give every failed mail a new set of attempts (an admin fixed the relay)."""
+    result = session.execute(
+        update(OutboxMail)
+        .where(OutboxMail.state == FAILED)
+        .values(state=PENDING, attempts=0, due_at=now, last_error="")
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def take_token(
+    session: Session, address: str, now: datetime, *, per_day: float, burst: float | None = None
+) -> bool:
+    """Spend one of ``address``'s tokens; False when its bucket is empty.
+
+    The bucket holds at most ``burst`` tokens (default ``per_day``) and refills
+    continuously at ``per_day`` a day, so a dumb auto-responder mailing us every
+    second gets at most ``per_day`` acknowledgements a day, never one per mail.
+    """
+    capacity = per_day if burst is None else burst
+    key = address.lower()
+    bucket = session.get(RateBucket, key, with_for_update=True)
+    if bucket is None:
+        bucket = RateBucket(address=key, tokens=capacity, updated_at=now)
+        session.add(bucket)
+    elapsed = max(0.0, (now - bucket.updated_at).total_seconds())
+    tokens = min(capacity, bucket.tokens + elapsed * per_day / 86400.0)
+    bucket.updated_at = now
+    if tokens < 1.0:
+        bucket.tokens = tokens
+        return False
+    bucket.tokens = tokens - 1.0
+    return True
