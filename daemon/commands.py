@@ -53,9 +53,9 @@ def ingest(cfg: Config, args: argparse.Namespace) -> int:
             for item in items:
                 batch.append(item)
                 if len(batch) >= BATCH:
-                    _ingest_batch(parts, batch, summary, bar)
+                    _ingest_batch(parts, batch, summary, bar, args.acknowledge)
                     batch = []
-            _ingest_batch(parts, batch, summary, bar)
+            _ingest_batch(parts, batch, summary, bar, args.acknowledge)
         except sources.SourceError as exc:
             raise UsageError(str(exc)) from exc
         finally:
@@ -196,13 +196,18 @@ def status(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _ingest_batch(
-    parts: Any, batch: list[sources.RawItem], summary: Counter[str], bar: Any
+    parts: Any, batch: list[sources.RawItem], summary: Counter[str], bar: Any, ack: bool = False
 ) -> None:
     if not batch:
         return
     now = datetime.now().astimezone().isoformat()
     metas = [
-        {"source": "file", "received_at": now, "envelope": {"origin": item.origin}}
+        # Files are usually history (an mbox export): acknowledged only when asked.
+        {
+            "source": "file",
+            "received_at": now,
+            "envelope": {"origin": item.origin, "backfill": not ack},
+        }
         for item in batch
     ]
     results = parts.spool.put_many(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from typing import Any
 
 from daemon.errors import ConfigError
@@ -70,8 +71,14 @@ class SlaConfig:
         return table.get(team) or table.get("*", "")
 
     @property
-    def reopen_window(self) -> Duration:
-        return Duration.parse(self.reopen_within)
+    def reopen_window(self) -> timedelta:
+        """How long after closing a customer's reply reopens the ticket (wall-clock time)."""
+        d = Duration.parse(self.reopen_within)
+        if d.business:
+            raise DurationError(
+                f"{d} counts business time; use wall-clock minutes, hours or days, e.g. 7d"
+            )
+        return timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[d.unit]: d.amount})
 
 
 @dataclass(frozen=True, slots=True)

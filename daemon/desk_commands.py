@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from daemon import sla
 from daemon.config import Config
 from daemon.errors import UsageError
 from daemon.parts import open_parts
@@ -26,7 +27,6 @@ from storage import contacts
 from storage import repository as repo
 from storage.models import Incident, Message, Ticket
 from triage.refs import ref_for
-from triage.sla import initial_stamps
 
 # Domains shared by unrelated people: authorising one would let every user of
 # that provider into the customer's tickets.
@@ -60,7 +60,7 @@ FREE_MAIL = frozenset(
 )
 
 
-def _who(args: argparse.Namespace) -> str:
+def actor(args: argparse.Namespace) -> str:
     if getattr(args, "by", None):
         return str(args.by)
     try:
@@ -93,7 +93,7 @@ def contacts_add(cfg: Config, args: argparse.Namespace) -> int:
     with open_parts(cfg, recover=False) as parts, parts.db.transaction() as session:
         for p in patterns:
             _row, new = contacts.add(
-                session, p, args.customer, note=args.note or "", by=_who(args), at=_now()
+                session, p, args.customer, note=args.note or "", by=actor(args), at=_now()
             )
             print(f"{'added' if new else 'updated'} {p} -> customer {args.customer}")
     return 0
@@ -160,7 +160,7 @@ def _pick_message(t: Ticket, pk: int | None) -> Message:
 
 def tickets_split(cfg: Config, args: argparse.Namespace) -> int:
     """Take one message out of a ticket: into a new ticket, or back where it was merged from."""
-    now, who = _now(), _who(args)
+    now, who = _now(), actor(args)
     with open_parts(cfg, recover=False) as parts, parts.db.transaction() as session:
         source = _ticket(session, args.ticket)
         msg = _pick_message(source, args.message)
@@ -194,11 +194,10 @@ def tickets_split(cfg: Config, args: argparse.Namespace) -> int:
                 triage=source.triage,
                 match_text=source.match_text,
             )
-            stamps = initial_stamps(msg.received_at)
-            target.assign_by, target.respond_by = stamps.assign_by, stamps.respond_by
             session.add(target)
             session.flush()
             target.ref = ref_for(target.id)
+            sla.stamp(session, target, cfg.desk.sla, now, message=msg)
         msg.ticket = target
         source.message_count -= 1
         target.message_count += 1
@@ -212,7 +211,7 @@ def tickets_split(cfg: Config, args: argparse.Namespace) -> int:
 
 def tickets_merge(cfg: Config, args: argparse.Namespace) -> int:
     """Move every message of SOURCE into TARGET; SOURCE stays as ``merged`` for replies."""
-    now, who = _now(), _who(args)
+    now, who = _now(), actor(args)
     with open_parts(cfg, recover=False) as parts, parts.db.transaction() as session:
         source, target = _ticket(session, args.source), _ticket(session, args.target)
         target = repo.follow_merges(session, target)

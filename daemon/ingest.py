@@ -23,8 +23,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from daemon import pipeline
 from daemon.config import MatchingConfig, PipelineConfig
+from daemon.config_desk import DeskConfig
 from daemon.errors import ParseTimeoutError, TransientError
 from daemon.logging import get_logger
+from daemon.outbound import Outbound
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool, SpoolEntry
 from daemon.triager import Triager
@@ -72,6 +74,8 @@ class IngestProcessor:
         clock: Clock = utcnow,
         triager: Callable[[], Triager | None] = lambda: None,
         matching: MatchingConfig | None = None,
+        desk: DeskConfig | None = None,
+        outbound: Outbound | None = None,
     ) -> None:
         self.spool = spool
         self.db = db
@@ -80,6 +84,8 @@ class IngestProcessor:
         self.clock = clock
         self._triager = triager  # built on first use: one-shot commands never need it
         self.matching = matching or MatchingConfig()
+        self.desk = desk or DeskConfig()
+        self.outbound = outbound  # None: no acknowledgements (``buzon ingest`` of old mail)
         self.log = get_logger(component="ingest")
 
     def process(self, entry: SpoolEntry) -> Outcome:
@@ -162,6 +168,8 @@ class IngestProcessor:
                 message=repo.message(session, message_pk) if message_pk else None,
                 triager=self._triager(),
                 matching=self.matching,
+                desk=self.desk,
+                outbound=self.outbound,
             )
             pipeline.run(work, steps)
             outcome = Outcome(

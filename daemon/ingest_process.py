@@ -80,7 +80,12 @@ def _serve(cfg: Config, wake: Connection, ready: Event) -> None:
         runner = IngestRunner(parts.processor, cfg.pipeline)
         runner.start()
         voice = TranscriptionRunner(
-            cfg.transcription, parts.db, parts.blobs, holder=instance_id(), triager=parts.triager
+            cfg.transcription,
+            parts.db,
+            parts.blobs,
+            holder=instance_id(),
+            triager=parts.triager,
+            sla=cfg.desk.sla,
         )
         voice.start()
         log.info("ingest.started", pid=os.getpid(), workers=cfg.pipeline.parse_workers)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from daemon.config import Config
 from daemon.ingest import IngestProcessor
 from daemon.logging import get_logger
+from daemon.outbound import Outbound
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool
 from daemon.triager import LazyTriager
@@ -28,6 +29,7 @@ class Parts:
     blobs: BlobStore
     processor: IngestProcessor
     triager: LazyTriager
+    outbound: Outbound
 
 
 @contextmanager
@@ -65,10 +67,18 @@ def open_parts(cfg: Config, *, recover: bool) -> Iterator[Parts]:
         parsers = ParserPool(cfg.pipeline.parse_workers, cfg.pipeline.parse_timeout)
         blobs = BlobStore(cfg.storage.attachments)
         triager = LazyTriager(cfg)
+        outbound = Outbound(cfg.desk.outbound)
         processor = IngestProcessor(
-            spool, db, parsers, blobs, triager=triager, matching=cfg.matching
+            spool,
+            db,
+            parsers,
+            blobs,
+            triager=triager,
+            matching=cfg.matching,
+            desk=cfg.desk,
+            outbound=outbound,
         )
-        yield Parts(db, spool, parsers, blobs, processor, triager)
+        yield Parts(db, spool, parsers, blobs, processor, triager, outbound)
     finally:
         if parsers is not None:
             parsers.close()

@@ -4,7 +4,8 @@ A step takes the ``Work`` for one spool entry (``daemon.work``) and either
 updates it or raises ``Done`` to end the pipeline early, e.g. for a duplicate
 delivery. The pipeline itself is data: an ordered tuple of step names. The
 storing steps live here; threading in ``daemon.ticketing``, automatic mail in
-``daemon.automatic``, duplicates and incidents in ``daemon.similar``.
+``daemon.automatic``, duplicates and incidents in ``daemon.similar``, SLA clocks
+and acknowledgements in ``daemon.sla_steps``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from daemon.automatic import automatic
 from daemon.similar import incident
+from daemon.sla_steps import acknowledge, stamp
 from daemon.ticketing import thread
 from daemon.work import Done, Step, Work
 from parsers import ParsedMessage
@@ -25,7 +27,6 @@ from storage import voicemails as vm_repo
 from storage.models import Attachment, Delivery, Message, Ticket, Voicemail
 from triage.classification import Classification
 from triage.classify import MessageFacts
-from triage.sla import initial_stamps
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 
@@ -301,20 +302,6 @@ def classify(work: Work) -> None:
         work.events.append(("message.flagged", {"flags": list(c.flags.raised)}))
 
 
-def stamp(work: Work) -> None:
-    """Stamp SLA deadlines on a ticket this message opened."""
-    ticket = work.ticket
-    if ticket is None or ticket.assign_by is not None:
-        return
-    stamps = initial_stamps(ticket.created_at)
-    ticket.assign_by = stamps.assign_by
-    ticket.respond_by = stamps.respond_by
-    repo.add_event(
-        work.session, ticket, "stamped", work.now, data=stamps.explain(), message=work.message
-    )
-    work.events.append(("ticket.stamped", stamps.explain()))
-
-
 STEPS: dict[str, Step] = {
     "dedupe": dedupe,
     "store_message": store_message,
@@ -326,6 +313,7 @@ STEPS: dict[str, Step] = {
     "classify": classify,
     "incident": incident,
     "stamp": stamp,
+    "acknowledge": acknowledge,
 }
 INGEST: tuple[str, ...] = (
     "dedupe",
@@ -337,6 +325,7 @@ INGEST: tuple[str, ...] = (
     "classify",
     "incident",
     "stamp",
+    "acknowledge",
 )
 RETRY: tuple[str, ...] = (
     "refresh_message",
@@ -347,6 +336,7 @@ RETRY: tuple[str, ...] = (
     "classify",
     "incident",
     "stamp",
+    "acknowledge",
 )
 
 __all__ = ["INGEST", "RETRY", "STEPS", "Done", "Work", "run"]

@@ -39,14 +39,17 @@ class Reply:
 
 
 def recipient_accepted(address: str, cfg: SmtpConfig) -> bool:
-    """True for a configured exact address or an address at a configured domain."""
+    """True for a configured exact address, its ``+detail`` form, or any address at a
+    configured domain. Replies to our mail go to ``support+b-42.token@``: the Reply-To that
+    carries the ticket's reply token must never bounce."""
     addr = address.strip().lower()
     if addr.count("@") != 1:
         return False
     local, domain = addr.rsplit("@", 1)
     if not local or not domain:
         return False
-    return addr in cfg.addresses or domain.rstrip(".") in cfg.domains
+    base = f"{local.split('+', 1)[0]}@{domain}"
+    return addr in cfg.addresses or base in cfg.addresses or domain.rstrip(".") in cfg.domains
 
 
 @dataclass

@@ -79,8 +79,13 @@ def sender_keys(work: Work) -> ThreadKeys:
         msg.no_ack_reason = msg.no_ack_reason or work.distrust
     found = contacts.authorisation(work.session, sender) if sender else None
     work.sender_customer = found.customer if found is not None else ""
+    work.agent = dict(work.desk.agents).get(sender, "") if sender else ""
     return ThreadKeys(
-        sender, msg.from_verified, work.sender_customer, work.distrust if failed else ""
+        sender,
+        msg.from_verified,
+        work.sender_customer,
+        work.distrust if failed else "",
+        work.agent,
     )
 
 
@@ -93,7 +98,10 @@ def _candidates(work: Work) -> list[Candidate]:
     def add(t: Ticket, rule: str) -> None:
         out.append(Candidate(t.id, t.ref or "", t.requester, rule, t.customer))
 
-    by_id = dict(repo.open_tickets_for_message_ids(work.session, (*p.in_reply_to, *p.references)))
+    # A customer's reply to a recently closed ticket reopens it (daemon.sla_steps).
+    since = work.now - work.desk.sla.reopen_window
+    ids = (*p.in_reply_to, *p.references)
+    by_id = dict(repo.open_tickets_for_message_ids(work.session, ids, closed_since=since))
     for header, ids in (("in-reply-to", p.in_reply_to), ("references", p.references)):
         for mid in ids:
             if mid in by_id:
@@ -109,7 +117,7 @@ def _candidates(work: Work) -> list[Candidate]:
         *replytoken.find(key, "recipient", recipients),
     ]
     valid = [t.ref for t in tokens if t.valid]
-    for t in repo.open_tickets_by_refs(work.session, valid):
+    for t in repo.open_tickets_by_refs(work.session, valid, closed_since=since):
         add(t, "reply-token")
     for token in tokens:
         if not token.valid:

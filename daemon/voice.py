@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from daemon import sla as sla_ops
 from daemon.config import TranscriptionConfig
+from daemon.config_desk import SlaConfig
 from daemon.logging import get_logger
 from daemon.pipeline import apply_classification
 from daemon.triager import Triager
@@ -89,8 +91,10 @@ class TranscriptionRunner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         poll_interval: float = 1.0,
         triager: Callable[[], Triager] | None = None,
+        sla: SlaConfig | None = None,
     ) -> None:
         self.triager = triager
+        self.sla = sla  # None: the ticket keeps the policy it was stamped with
         self.cfg, self.db, self.blobs, self.holder = cfg, db, blobs, holder
         self.clock, self.poll_interval = clock, poll_interval
         self._pool_factory = pool_factory
@@ -215,6 +219,10 @@ class TranscriptionRunner:
                 )
                 c = self.triager().classify(facts)
                 apply_classification(s, ticket, row.message, c, now)
+                if self.sla is not None and ticket.sla_policy:
+                    # Stamped at intake with what was known (a voicemail); the transcript
+                    # may put it in a team with other clocks.
+                    sla_ops.reselect(s, ticket, self.sla, now, "classified from the transcript")
             if ticket is not None:
                 _title(ticket, t.text)
                 if ticket.message_count <= 1 and not ticket.match_text:

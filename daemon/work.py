@@ -9,16 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 from structlog.typing import FilteringBoundLogger
 
 from daemon.config import MatchingConfig
+from daemon.config_desk import DeskConfig
 from daemon.triager import Triager
 from parsers import ParsedMessage
 from storage.blobs import BlobStore
 from storage.models import Attachment, Message, Ticket, Voicemail
+
+if TYPE_CHECKING:
+    from daemon.outbound import Outbound
 
 
 class Done(Exception):
@@ -47,10 +51,13 @@ class Work:
     ticket: Ticket | None = None
     triager: Triager | None = None
     matching: MatchingConfig = field(default_factory=MatchingConfig)
+    desk: DeskConfig = field(default_factory=DeskConfig)
+    outbound: Outbound | None = None  # None: nothing is acknowledged (one-shot commands)
     # The thread step's verdict on the sender, read again by the duplicate step:
     # the customer they are an authorised contact of, and why they cannot be trusted.
     sender_customer: str = ""
     distrust: str = ""
+    agent: str = ""  # the desk's name for the sender when they are one of its agents
     fingerprint: str = ""  # triage.similarity.fingerprint of subject and own text
     reply_key: str = ""  # the reply-token key, read once per message (daemon.ticketops)
     opened: bool = False  # this message opened its ticket

@@ -17,8 +17,9 @@ from storage.models import Contact, Delivery, Message, Ticket, TicketEvent
 
 OPEN = "open"
 MERGED = "merged"
+CLOSED = "closed"
 # A reply to a merged ticket's message belongs to the ticket it was merged into.
-_LIVE = (OPEN, MERGED)
+_LIVE = (OPEN, MERGED, CLOSED)
 
 
 def message_by_sha(session: Session, sha256: str) -> Message | None:
@@ -45,10 +46,25 @@ def follow_merges(session: Session, ticket: Ticket) -> Ticket:
     return ticket
 
 
+def _joinable(ticket: Ticket, closed_since: datetime | None) -> bool:
+    """Open, or closed recently enough that a customer reply reopens it."""
+    if ticket.status == OPEN:
+        return True
+    return (
+        closed_since is not None
+        and ticket.status == CLOSED
+        and ticket.closed_at is not None
+        and ticket.closed_at >= closed_since
+    )
+
+
 def open_tickets_for_message_ids(
-    session: Session, message_ids: Sequence[str]
+    session: Session, message_ids: Sequence[str], closed_since: datetime | None = None
 ) -> list[tuple[str, Ticket]]:
-    """(message_id, ticket) for every open ticket holding a message with one of these ids."""
+    """(message_id, ticket) for every open ticket holding a message with one of these ids.
+
+    With ``closed_since``, also tickets closed since then (a reply reopens them).
+    """
     if not message_ids:
         return []
     rows = session.execute(
@@ -57,15 +73,18 @@ def open_tickets_for_message_ids(
         .where(Message.message_id.in_(list(message_ids)[:200]), Ticket.status.in_(_LIVE))
     )
     out = [(mid, follow_merges(session, ticket)) for mid, ticket in rows]
-    return [(mid, ticket) for mid, ticket in out if ticket.status == OPEN]
+    return [(mid, ticket) for mid, ticket in out if _joinable(ticket, closed_since)]
 
 
-def open_tickets_by_refs(session: Session, refs: Sequence[str]) -> list[Ticket]:
+def open_tickets_by_refs(
+    session: Session, refs: Sequence[str], closed_since: datetime | None = None
+) -> list[Ticket]:
+    """The open (or, with ``closed_since``, recently closed) tickets with these refs."""
     if not refs:
         return []
     rows = session.scalars(select(Ticket).where(Ticket.ref.in_(list(refs)[:50])))
     live = [follow_merges(session, t) for t in rows if t.status in _LIVE]
-    return [t for t in live if t.status == OPEN]
+    return [t for t in live if _joinable(t, closed_since)]
 
 
 # Matching reads fingerprints, never the decisions: skipping the JSON columns

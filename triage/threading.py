@@ -43,6 +43,9 @@ class ThreadKeys:
     sender_customer: str = ""
     # Why the From domain cannot be trusted ("" = it can): DMARC fail at our MTA.
     dmarc_fail: str = ""
+    # The desk's name for the sender when they are one of its agents ("" = a customer):
+    # an agent answering on a thread acts on the ticket, whoever its customer is.
+    agent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,7 @@ def _refusal(keys: ThreadKeys, cand: Candidate) -> str:
         return f"DMARC fails for the sender's domain ({keys.dmarc_fail})"
     if not keys.sender_verified or not keys.sender:
         return "sender address is unverified (ambiguous or malformed From)"
-    if cand.requester.lower() == keys.sender:
+    if cand.requester.lower() == keys.sender or keys.agent:
         return ""
     if keys.sender_customer and keys.sender_customer == cand.customer:
         return ""
@@ -87,11 +90,12 @@ def decide(keys: ThreadKeys, candidates: Sequence[Candidate]) -> ThreadDecision:
         if why:
             refusals.append(f"{cand.ref} via {cand.matched_by}: {why}")
             continue
-        authorised = (
-            "requester"
-            if cand.requester.lower() == keys.sender
-            else f"authorised contact of {cand.customer}"
-        )
+        if cand.requester.lower() == keys.sender:
+            authorised = "requester"
+        elif keys.agent:
+            authorised = f"agent {keys.agent}"
+        else:
+            authorised = f"authorised contact of {cand.customer}"
         return ThreadDecision(
             cand.ticket_id, cand.matched_by, f"joined {cand.ref} as {authorised}", authorised
         )

@@ -96,7 +96,8 @@ def test_tickets_show_includes_messages_and_events(cfg: Path, tmp_path: Path) ->
     data = json.loads(buzon(cfg, "tickets", "show", "B-1", "--json").stdout)
     assert data["messages"][0]["text"].startswith("No recibo correo.")
     assert data["messages"][0]["deliveries"][0]["source"] == "file"
-    assert [e["kind"] for e in data["events"]] == ["created", "classified", "stamped"]
+    kinds = [e["kind"] for e in data["events"]]
+    assert kinds == ["created", "classified", "stamped", "ack_suppressed"]  # a file: history
     assert "No recibo correo." in buzon(cfg, "tickets", "show", "1").stdout
     missing = buzon(cfg, "tickets", "show", "B-999", check=False)
     assert missing.returncode == 2 and "no ticket" in missing.stderr

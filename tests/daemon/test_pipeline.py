@@ -41,8 +41,10 @@ def test_new_message_opens_stamped_ticket(parts: Parts) -> None:
         )
         assert t.assign_by == t.created_at + timedelta(hours=1)
         assert t.respond_by == t.assign_by + timedelta(hours=1)
-        assert [e.kind for e in t.events] == ["created", "classified", "stamped"]
-        assert t.events[2].data["respond_by"] == t.respond_by.isoformat()
+        kinds = [e.kind for e in t.events]
+        assert kinds == ["created", "classified", "stamped", "ack_queued"]
+        assert t.events[2].data["result"]["respond_by"] == t.respond_by.isoformat()
+        assert t.events[2].data["policy"] == t.sla_policy == "support"
         assert t.messages[0].text.startswith("Hola")
 
 
@@ -55,8 +57,9 @@ def test_reply_joins_by_header(parts: Parts, header: str) -> None:
     with parts.db.transaction() as s:
         t = repo.ticket(s, "B-1")
         assert t is not None and t.message_count == 2
-        assert t.events[-1].kind == "message_added"
-        assert t.events[-1].data["rule"] == header.lower()
+        added = [e for e in t.events if e.kind == "message_added"]
+        assert len(added) == 1 and added[0].data["rule"] == header.lower()
+        assert t.events[-1].kind == "customer_message"  # and the reply clock re-stamped
 
 
 def test_reply_joins_by_subject_tag(parts: Parts) -> None:

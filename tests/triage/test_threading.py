@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
-
 import pytest
 
 from triage.refs import ref_for, refs_in_subject, tag_for
-from triage.sla import initial_stamps
 from triage.threading import Candidate, ThreadKeys, decide
 
 ANA = ThreadKeys("ana@cliente.es", True)
@@ -101,12 +98,13 @@ def test_reply_token_order_sits_between_references_and_subject_tag() -> None:
     assert decide(ANA, cands[:2]).rule == "reply-token"
 
 
-def test_initial_stamps_follow_seed_000() -> None:
-    """assign_by = received + 1 h; respond_by = assign_by + 1 h, recorded with the rule."""
-    received = datetime(2026, 11, 20, 10, 0, tzinfo=timezone(timedelta(hours=1)))
-    stamps = initial_stamps(received)
-    assert stamps.assign_by == datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-    assert stamps.respond_by == datetime(2026, 11, 20, 11, 0, tzinfo=UTC)
-    assert "assign_by = received + 1h" in stamps.explain()["rule"]
-    with pytest.raises(ValueError, match="timezone-aware"):
-        initial_stamps(datetime(2026, 1, 1))
+def test_an_agent_joins_any_ticket_unless_their_mail_is_forged() -> None:
+    """An agent answering a thread acts on it; DMARC fail or an unverified From still refuse."""
+    cand = [Candidate(7, "B-7", "ana@cliente.es", "in-reply-to", "cliente.es")]
+    agent = ThreadKeys("luis@desk.es", True, agent="Luis")
+    decision = decide(agent, cand)
+    assert (decision.ticket_id, decision.authorised_as) == (7, "agent Luis")
+    assert decide(ThreadKeys("luis@desk.es", True), cand).refused
+    forged = ThreadKeys("luis@desk.es", True, dmarc_fail="mx says dmarc=fail", agent="Luis")
+    assert decide(forged, cand).refused
+    assert decide(ThreadKeys("luis@desk.es", False, agent="Luis"), cand).refused

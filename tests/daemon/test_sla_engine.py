@@ -1,0 +1,492 @@
+"""The SLA engine in the daemon: stamping at intake, agent actions, replies, reopening, the
+scheduler's follow-ups, auto-close and alarms, acknowledgements and their suppression.
+
+Time is a fake clock handed to the ingest processor and the scheduler, so a week of
+deadlines runs in milliseconds; the database, spool, parser and templates are real.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import structlog
+from sqlalchemy import select
+
+from daemon import sla
+from daemon.config import Config
+from daemon.ingest import Outcome
+from daemon.parts import Parts, open_parts
+from daemon.scheduler import Scheduler
+from storage import repository as repo
+from storage.models import OutboxMail, Ticket
+from support.mail import message
+
+MADRID = ZoneInfo("Europe/Madrid")
+POLICIES = """
+[agents]
+"luis@desk.example.com" = "Luis"
+
+[sla]
+reopen_within = "7d"
+
+[sla.notify]
+"*" = "jefes@desk.example.com"
+
+[[sla.policies]]
+name = "support"
+calendar = "office"
+assign_within = "1bh"
+respond_within = "1bh"
+followup_response_within = "24h"
+customer_followup_every = "4bd"
+max_customer_followups = 3
+auto_close_after = "20bd"
+"""
+
+
+@dataclass
+class Clock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def at(self, wall: str) -> datetime:
+        self.now = datetime.fromisoformat(wall).replace(tzinfo=MADRID).astimezone(UTC)
+        return self.now
+
+
+@pytest.fixture
+def desk(config_factory: Callable[..., Config]) -> Iterator[tuple[Parts, Config, Clock]]:
+    cfg = config_factory(POLICIES)
+    clock = Clock(datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+    with open_parts(cfg, recover=True) as parts:
+        parts.processor.clock = clock
+        yield parts, cfg, clock
+
+
+def ingest(parts: Parts, clock: Clock, raw: bytes, mail_from: str = "ana@cliente.es") -> str:
+    out = deliver(parts, clock, raw, mail_from)
+    assert out.ticket_ref, out
+    return out.ticket_ref
+
+
+def deliver(parts: Parts, clock: Clock, raw: bytes, mail_from: str) -> Outcome:
+    entry = parts.spool.put(
+        raw,
+        {
+            "source": "smtp",
+            "received_at": clock.now.isoformat(),
+            "envelope": {"mail_from": mail_from, "rcpt_tos": ["support@example.com"]},
+        },
+    )
+    claimed = parts.spool.claim(entry.id)
+    assert claimed is not None
+    return parts.processor.process(claimed)
+
+
+def ticket(parts: Parts, ref: str) -> Ticket:
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, ref)
+        assert t is not None
+        s.expunge_all()
+        return t
+
+
+def events(parts: Parts, ref: str, kind: str) -> list[dict[str, Any]]:
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, ref)
+        assert t is not None
+        return [e.data for e in t.events if e.kind == kind]
+
+
+def outbox(parts: Parts, kind: str | None = None) -> list[OutboxMail]:
+    with parts.db.transaction() as s:
+        q = select(OutboxMail).order_by(OutboxMail.id)
+        if kind:
+            q = q.where(OutboxMail.kind == kind)
+        rows = list(s.scalars(q))
+        s.expunge_all()
+        return rows
+
+
+def act(parts: Parts, cfg: Config, clock: Clock, ref: str, what: str, **kw: Any) -> None:
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, ref)
+        assert t is not None
+        getattr(sla, what)(s, t, cfg.desk.sla, clock.now, **kw)
+
+
+def scheduler(parts: Parts, cfg: Config, clock: Clock) -> Scheduler:
+    return Scheduler(parts.db, cfg.desk.sla, parts.outbound, clock=clock)
+
+
+def explain_agrees(parts: Parts, cfg: Config, ref: str) -> bool:
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, ref)
+        assert t is not None
+        history = sla.history_of(sla.clock_rows(s, t))
+        clocks, _, calendar = sla.replay(history, cfg.desk.sla)
+        replayed = sla.columns(clocks, calendar, t.alarms_sent, cfg.desk.sla.at_risk)
+        return replayed == sla.stored_columns(t)
+
+
+def local(t: datetime | None) -> str:
+    assert t is not None
+    return t.astimezone(MADRID).strftime("%Y-%m-%d %H:%M")
+
+
+# -- Stamping and agent actions -----------------------------------------------------------
+
+
+def test_a_new_ticket_is_stamped_with_its_policy_in_business_hours(desk: Any) -> None:
+    """Seed 000 on the office calendar: Thursday 24 Dec 16:30 + 1bh = Monday 28 Dec 09:30."""
+    parts, cfg, clock = desk
+    clock.at("2026-12-24T16:30")
+    ref = ingest(parts, clock, message("La web no carga"))
+    t = ticket(parts, ref)
+    assert (t.sla_policy, t.sla_calendar) == ("support", "office")
+    assert local(t.assign_by) == "2026-12-28 09:30"
+    assert local(t.respond_by) == "2026-12-28 10:30"  # provisional: assign_by + 1bh
+    (stamped,) = events(parts, ref, "stamped")
+    assert stamped["policy"] == "support" and stamped["facts"]["channel"] == "email"
+    assert stamped["selection"]
+    assert explain_agrees(parts, cfg, ref)
+
+
+def test_assignment_starts_the_response_clock_and_a_reply_re_stamps_it(desk: Any) -> None:
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T10:00")
+    ref = ingest(parts, clock, message("La web no carga", message_id="<a1@cliente.es>"))
+    clock.at("2026-12-01T10:20")
+    act(parts, cfg, clock, ref, "assign", agent="Luis", by="test")
+    t = ticket(parts, ref)
+    assert t.assign_by is None and local(t.respond_by) == "2026-12-01 11:20"
+    assert t.assigned_to == "Luis"
+    clock.at("2026-12-01T10:30")
+    act(parts, cfg, clock, ref, "respond", agent="Luis", via="test")
+    assert ticket(parts, ref).respond_by is None
+    # The customer writes again: the follow-up response clock (24 h) starts.
+    clock.at("2026-12-02T09:00")
+    again = message(
+        "Re: La web no carga",
+        body="Sigue sin funcionar, ahora da error 500.\n",
+        headers="In-Reply-To: <a1@cliente.es>\r\n",
+    )
+    assert ingest(parts, clock, again) == ref
+    assert local(ticket(parts, ref).respond_by) == "2026-12-03 09:00"
+    assert [e["chase"] for e in events(parts, ref, "customer_message")] == [False]
+    assert explain_agrees(parts, cfg, ref)
+
+
+def test_mail_from_an_agent_on_the_thread_is_a_response(desk: Any) -> None:
+    parts, _, clock = desk
+    clock.at("2026-12-01T10:00")
+    ref = ingest(parts, clock, message("La web no carga", message_id="<a2@cliente.es>"))
+    clock.at("2026-12-01T10:40")
+    answer = message(
+        "Re: La web no carga",
+        sender="luis@desk.example.com",
+        body="Hola Ana, ya lo miramos.\n",
+        headers="In-Reply-To: <a2@cliente.es>\r\n",
+    )
+    assert ingest(parts, clock, answer, "luis@desk.example.com") == ref
+    t = ticket(parts, ref)
+    assert t.assign_by is None and t.respond_by is None
+    (responded,) = events(parts, ref, "responded")
+    assert responded["agent"] == "Luis" and responded["via"] == "mail"
+    assert t.assigned_to == "Luis"
+    # The agent's mail is no customer message: no acknowledgement, no re-stamp.
+    assert len(outbox(parts, "ack")) == 1
+
+
+def test_a_reply_reopens_a_recently_closed_ticket_and_not_an_old_one(desk: Any) -> None:
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T10:00")
+    ref = ingest(parts, clock, message("Factura duplicada", message_id="<c1@cliente.es>"))
+    act(parts, cfg, clock, ref, "close", reason="solved", by="test")
+    assert ticket(parts, ref).status == "closed"
+    clock.at("2026-12-04T10:00")
+    reply = message(
+        "Re: Factura duplicada",
+        body="Me han vuelto a cobrar dos veces.\n",
+        headers="In-Reply-To: <c1@cliente.es>\r\n",
+    )
+    assert ingest(parts, clock, reply) == ref
+    t = ticket(parts, ref)
+    assert t.status == "open" and t.closed_at is None
+    assert local(t.respond_by) == "2026-12-05 10:00"
+    assert len(events(parts, ref, "reopened")) == 1
+    act(parts, cfg, clock, ref, "close", reason="solved", by="test")
+    clock.at("2026-12-20T10:00")  # 16 days later: past reopen_within = 7d
+    late = message(
+        "Re: Factura duplicada",
+        body="Otra vez el mismo problema con el cobro.\n",
+        headers="In-Reply-To: <c1@cliente.es>\r\n",
+    )
+    assert ingest(parts, clock, late) != ref
+    assert ticket(parts, ref).status == "closed"
+
+
+# -- The scheduler ------------------------------------------------------------------------
+
+
+def test_follow_ups_every_four_business_days_then_auto_close(desk: Any) -> None:
+    """Waiting from Tue 1 Dec 12:00 (8 and 25 Dec are holidays in Spain), a pass every hour:
+    follow-ups on 7, 14 and 18 Dec, at most 3, then closed 20 business days on, 31 Dec."""
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T11:00")
+    ref = ingest(parts, clock, message("Alta de dominio"))
+    clock.at("2026-12-01T12:00")
+    act(parts, cfg, clock, ref, "wait", by="Luis")
+    assert local(ticket(parts, ref).followup_due_at) == "2026-12-07 12:00"
+    assert local(ticket(parts, ref).close_due_at) == "2026-12-31 12:00"
+    run = scheduler(parts, cfg, clock)
+    while clock.now < datetime(2027, 1, 8, tzinfo=UTC):
+        clock.now += timedelta(hours=1)
+        run.run_once()
+    sent = [local(datetime.fromisoformat(e["at"])) for e in events(parts, ref, "followup_sent")]
+    assert sent == ["2026-12-07 12:00", "2026-12-14 12:00", "2026-12-18 12:00"]
+    assert len(outbox(parts, "followup")) == 3
+    (closed,) = events(parts, ref, "closed")
+    assert closed["reason"] == "auto" and local(datetime.fromisoformat(closed["at"])) == (
+        "2026-12-31 12:00"
+    )
+    t = ticket(parts, ref)
+    assert t.status == "closed" and t.next_due_at is None
+    assert len(outbox(parts, "last_notice")) == 1
+    assert explain_agrees(parts, cfg, ref)
+
+
+def test_out_06_a_reply_one_second_before_the_follow_up_cancels_it(desk: Any) -> None:
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T11:00")
+    ref = ingest(parts, clock, message("Alta de dominio", message_id="<w1@cliente.es>"))
+    act(parts, cfg, clock, ref, "wait", by="Luis")
+    due = ticket(parts, ref).followup_due_at
+    assert due is not None
+    clock.now = due - timedelta(seconds=1)
+    reply = message(
+        "Re: Alta de dominio",
+        body="Perdón, aquí tienen los datos del dominio.\n",
+        headers="In-Reply-To: <w1@cliente.es>\r\n",
+    )
+    assert ingest(parts, clock, reply) == ref
+    clock.now = due
+    assert scheduler(parts, cfg, clock).run_once().followups == 0
+    assert outbox(parts, "followup") == []
+    t = ticket(parts, ref)
+    assert t.followup_due_at is None and t.waiting_since is None
+    assert local(t.respond_by) == local(due - timedelta(seconds=1) + timedelta(hours=24))
+
+
+def test_a_queued_follow_up_is_cancelled_by_the_reply(desk: Any) -> None:
+    """The follow-up was queued but the relay had not taken it yet: the reply cancels it."""
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T11:00")
+    ref = ingest(parts, clock, message("Alta de dominio", message_id="<w2@cliente.es>"))
+    act(parts, cfg, clock, ref, "wait", by="Luis")
+    clock.now = ticket(parts, ref).followup_due_at  # type: ignore[assignment]
+    assert scheduler(parts, cfg, clock).run_once().followups == 1
+    clock.now += timedelta(seconds=5)
+    reply = message(
+        "Re: Alta de dominio",
+        body="Ya está, gracias por esperar.\n",
+        headers="In-Reply-To: <w2@cliente.es>\r\n",
+    )
+    ingest(parts, clock, reply)
+    (mail,) = outbox(parts, "followup")
+    assert mail.state == "cancelled" and "replied" in mail.last_error
+
+
+def test_alarms_are_logged_once_and_catch_up_without_duplicates(desk: Any) -> None:
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T10:00")
+    ref = ingest(parts, clock, message("El correo no funciona"))
+    run = scheduler(parts, cfg, clock)
+    clock.at("2026-12-01T10:48")  # 80 % of the 1bh assign window
+    with structlog.testing.capture_logs() as logs:
+        assert run.run_once().at_risk == 1
+        assert run.run_once().at_risk == 0
+    assert [x["event"] for x in logs if x["event"].startswith("sla.")] == ["sla.at_risk"]
+    # Down for two days: one pass finds both clocks breached; each is reported once.
+    clock.at("2026-12-03T10:00")
+    with structlog.testing.capture_logs() as logs:
+        report = run.run_once()
+        again = run.run_once()
+    told = sorted((x["event"], x["clock"]) for x in logs if x["event"].startswith("sla."))
+    assert told == [("sla.breached", "assign"), ("sla.breached", "respond")]
+    assert (report.breached, again.breached, report.at_risk) == (2, 0, 0)
+    notices = outbox(parts, "breach")
+    assert [m.recipient for m in notices] == ["jefes@desk.example.com"] * 2
+    assert explain_agrees(parts, cfg, ref)
+
+
+# -- Acknowledgements ---------------------------------------------------------------------
+
+
+def test_a_new_ticket_is_acknowledged_with_its_ref_and_promised_time(desk: Any) -> None:
+    parts, _, clock = desk
+    clock.at("2026-12-24T16:30")
+    ref = ingest(parts, clock, message("La web no carga", message_id="<k1@cliente.es>"))
+    (ack,) = outbox(parts, "ack")
+    assert ack.recipient == "ana@cliente.es" and ack.state == "pending"
+    assert ack.envelope_from == ""  # the null sender: a bounce of an ack never loops
+    m = email.message_from_bytes(ack.raw, policy=email.policy.default)
+    assert f"[{ref}]" in str(m["Subject"])
+    assert m["Auto-Submitted"] == "auto-replied"
+    assert m["In-Reply-To"] == "<k1@cliente.es>"
+    body = m.get_body(("plain",))
+    assert body is not None and "28/12/2026 10:30" in body.get_content()
+
+
+@pytest.mark.parametrize(
+    ("headers", "mail_from", "reason"),
+    [
+        ("Auto-Submitted: auto-replied\r\n", "ana@cliente.es", "automatic"),
+        ("List-Id: <clientes.lists.example>\r\n", "ana@cliente.es", "list"),
+        ("", "", "null"),
+    ],
+)
+def test_machines_lists_and_null_senders_are_never_acknowledged(
+    desk: Any, headers: str, mail_from: str, reason: str
+) -> None:
+    """Parked as machine mail, or ticketed with the reason it got no acknowledgement."""
+    parts, _, clock = desk
+    out = deliver(parts, clock, message("Informe", headers=headers), mail_from)
+    assert outbox(parts, "ack") == []
+    if out.ticket_ref:
+        (suppressed,) = events(parts, out.ticket_ref, "ack_suppressed")
+        assert reason in suppressed["reason"]
+    else:
+        assert out.outcome == "parked"
+
+
+def test_loop_05_a_dumb_auto_responder_stays_within_the_rate(desk: Any) -> None:
+    """It answers every mail with a new subject and no Auto-Submitted: 40 mails in 20 h.
+
+    The bucket holds 5 and refills 5 a day: 5 at once, then one every 4.8 h.
+    """
+    parts, _, clock = desk
+    clock.at("2026-12-01T08:00")
+    robot = "robot@otro.example"
+
+    def mail() -> bytes:
+        words = " ".join(uuid.uuid4().hex[:8] for _ in range(4))
+        return message(f"Asunto {words}", sender=robot, body=f"Texto {words}.\n")
+
+    refs = set()
+    for _ in range(40):
+        clock.now += timedelta(minutes=30)
+        refs.add(ingest(parts, clock, mail(), robot))
+    assert len(refs) == 40  # each its own ticket: the rate limit, not dedupe, holds acks back
+    acks = outbox(parts, "ack")
+    assert 5 <= len(acks) <= 5 + 5 * 20 / 24
+    with parts.db.transaction() as s:
+        reasons = [
+            e.data["reason"]
+            for t in s.scalars(select(Ticket).where(Ticket.requester == robot))
+            for e in t.events
+            if e.kind == "ack_suppressed"
+        ]
+    assert len(reasons) == 40 - len(acks) and all(r.startswith("rate limit") for r in reasons)
+    clock.now += timedelta(days=1)
+    for _ in range(6):
+        ingest(parts, clock, mail(), robot)
+    assert len(outbox(parts, "ack")) == len(acks) + 5  # full again after a day, never more
+
+
+# -- OUT-05: many follow-ups across restarts and a DST change -----------------------------
+
+
+def _waiting_tickets(parts: Parts, cfg: Config, clock: Clock, n: int) -> dict[int, datetime]:
+    """``n`` tickets put to wait on Thu 22 Oct 2026 between 09:00 and 16:59 Madrid (CEST);
+    each one's follow-up is due Wed 28 Oct at the same wall time, after the clocks go back
+    on Sun 25 Oct: an hour later in UTC than 6 x 24 h would say."""
+    expected: dict[int, datetime] = {}
+    with parts.db.transaction() as s:
+        for i in range(n):
+            minute = (i * 479) // n  # spread over the open day
+            wall = datetime(2026, 10, 22, 9 + minute // 60, minute % 60, tzinfo=MADRID)
+            t = Ticket(
+                status="open",
+                subject=f"Caso {i}",
+                customer=f"c{i}@cliente.es",
+                requester=f"c{i}@cliente.es",
+                channel="email",
+                message_count=0,
+                created_at=wall.astimezone(UTC),
+                updated_at=wall.astimezone(UTC),
+                flags=[],
+                triage={},
+                language="es",
+            )
+            s.add(t)
+            s.flush()
+            t.ref = f"B-{t.id}"
+            sla.stamp(s, t, cfg.desk.sla, wall.astimezone(UTC))
+            sla.wait(s, t, cfg.desk.sla, wall.astimezone(UTC), by="Luis")
+            expected[t.id] = datetime(2026, 10, 28, wall.hour, wall.minute, tzinfo=MADRID)
+    return expected
+
+
+class Crash(Exception):
+    """The process dies half-way through a pass."""
+
+
+def test_out_05_a_thousand_follow_ups_across_restarts_and_dst(
+    config_factory: Callable[..., Config],
+) -> None:
+    cfg = config_factory(POLICIES)
+    clock = Clock(datetime(2026, 10, 22, 7, 0, tzinfo=UTC))
+    with open_parts(cfg, recover=True) as parts:
+        expected = _waiting_tickets(parts, cfg, clock, 1000)
+    step = timedelta(minutes=10)
+    clock.now = datetime(2026, 10, 27, 23, 0, tzinfo=UTC)
+    restarts = crashes = 0
+    while clock.now < datetime(2026, 10, 29, 0, 0, tzinfo=UTC):
+        # A "restart" every few passes: new engine, new scheduler, nothing kept in memory.
+        with open_parts(cfg, recover=True) as parts:
+            run = scheduler(parts, cfg, clock)
+            if crashes == 0 and clock.now >= datetime(2026, 10, 28, 9, 0, tzinfo=UTC):
+                written = 0
+
+                def dying(*a: Any, real: Any = parts.outbound.write, **k: Any) -> OutboxMail:
+                    nonlocal written
+                    written += 1
+                    if written == 5:
+                        raise Crash
+                    return real(*a, **k)  # type: ignore[no-any-return]
+
+                parts.outbound.write = dying  # type: ignore[method-assign]
+                with pytest.raises(Crash):
+                    run.run_once()
+                del parts.outbound.write  # the class's method again
+                crashes += 1
+            for _ in range(6):
+                run.run_once()
+                clock.now += step
+            restarts += 1
+    with open_parts(cfg, recover=False) as parts:
+        mails = outbox(parts, "followup")
+        with parts.db.transaction() as s:
+            sent = {
+                e.ticket_id: datetime.fromisoformat(e.data["at"])
+                for t in s.scalars(select(Ticket))
+                for e in t.events
+                if e.kind == "followup_sent"
+            }
+    assert crashes == 1 and restarts > 5
+    assert len(mails) == 1000 and len({m.ticket_id for m in mails}) == 1000  # each once
+    early = [tid for tid, at in sent.items() if at < expected[tid]]
+    late = [tid for tid, at in sent.items() if at >= expected[tid] + step]
+    assert early == [] and late == []  # none early; each within one pass of its due time
+    assert all(m.created_at >= expected[m.ticket_id] for m in mails if m.ticket_id)
