@@ -19,7 +19,9 @@ from daemon.config import Config
 from daemon.imap import ImapIntake
 from daemon.ingest_process import IngestProcess
 from daemon.logging import get_logger
+from daemon.outbox import OutboxSender
 from daemon.parts import open_parts
+from daemon.scheduler import Scheduler
 from daemon.smtp import IntakeHandler, SmtpServer
 from daemon.spool_writer import GroupCommitWriter
 from daemon.voicedir import VoicemailFolders
@@ -83,6 +85,14 @@ async def serve(cfg: Config) -> int:
                 cfg.voicemail_dir, parts.spool, hostname=cfg.smtp.hostname
             )
             voicemail_dirs.start()
+            # Deadlines and mail run in this process: the scheduler's passes are short
+            # database transactions in a thread, the sender is asyncio (aiosmtplib).
+            sender = OutboxSender(parts.db, cfg.desk.outbound)
+            scheduler = Scheduler(parts.db, cfg.desk.sla, parts.outbound)
+            background = [
+                asyncio.create_task(sender.run(stop), name="outbox"),
+                asyncio.create_task(scheduler.run(stop, on_mail=sender.wake), name="scheduler"),
+            ]
             log.info(
                 "daemon.ready",
                 smtp=f"{host}:{port}",
@@ -95,6 +105,15 @@ async def serve(cfg: Config) -> int:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
+                for task in background:
+                    if task.done() and not stop.is_set():
+                        log.error(
+                            "daemon.failed",
+                            error=f"the {task.get_name()} task ended: {task.exception()!r}",
+                            fix="see the log lines before this one; restart the daemon",
+                        )
+                        exit_code = 1
+                        stop.set()
                 if not ingest.alive():
                     log.error(
                         "daemon.failed",
@@ -104,6 +123,8 @@ async def serve(cfg: Config) -> int:
                     exit_code = 1
                     break
             log.info("daemon.stopping")
+            stop.set()
+            await asyncio.gather(*background, return_exceptions=True)
             await asyncio.to_thread(imap.stop)
             await asyncio.to_thread(voicemail_dirs.stop)
             await server.stop(STOP_GRACE)

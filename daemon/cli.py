@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from daemon import agent_commands, sla_commands
 from daemon import config as config_mod
 from daemon import logging as logmod
-from daemon import sla_commands
 from daemon.errors import ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("paths", nargs="*", metavar="PATH")
     ing.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ing.add_argument(
+        "--acknowledge",
+        action="store_true",
+        help="acknowledge new tickets from files (default: files are history, no mail sent)",
+    )
     ing.add_argument("--imap", metavar="NAME", help="fetch this [[imap]] account instead of files")
     ing.add_argument("--once", action="store_true", help="with --imap: fetch once and exit")
     ing.add_argument(
@@ -163,6 +168,7 @@ def _desk_parsers(sub: Any, tsub: Any) -> None:
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--limit", type=int, default=100)
     sla_commands.register(sub)
+    agent_commands.register(sub, tsub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("triage", "explain"): triage_commands.explain,
         ("triage", "train"): triage_commands.train,
         ("sla", "due"): sla_commands.due,
+        ("sla", "explain"): sla_commands.explain,
+        ("sla", "pass"): sla_commands.run_pass,
+        **agent_commands.HANDLERS,
     }
     handler = handlers[(args.command, getattr(args, "action", None))]
     try:

@@ -1,0 +1,88 @@
+"""The agent commands and `buzon sla explain`, as an agent runs them: one process each."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import sqlite3
+from pathlib import Path
+
+from support.daemon import run_cli, write_config
+from support.mail import message
+
+
+def setup(tmp_path: Path) -> tuple[Path, str]:
+    cfg = write_config(tmp_path / "cfg", 2599)
+    eml = tmp_path / "in.eml"
+    eml.write_bytes(message("No puedo acceder al panel", message_id="<p1@cliente.es>"))
+    out = run_cli("--config", str(cfg), "ingest", "--json", "--acknowledge", str(eml))
+    assert json.loads(out.stdout)["ingested"] == 1
+    return cfg, "B-1"
+
+
+def cli(cfg: Path, *argv: str, check: bool = True) -> tuple[int, str, str]:
+    r = run_cli("--config", str(cfg), *argv, check=check)
+    return r.returncode, r.stdout, r.stderr
+
+
+def outbox(cfg: Path) -> list[dict[str, object]]:
+    _, out, _ = cli(cfg, "outbox", "list", "--json")
+    return [json.loads(line) for line in out.splitlines() if not line.startswith("#")]
+
+
+def test_assign_reply_wait_close_and_explain(tmp_path: Path) -> None:
+    cfg, ref = setup(tmp_path)
+    assert [m["kind"] for m in outbox(cfg)] == ["ack"]
+    _, said, _ = cli(cfg, "tickets", "assign", ref, "--agent", "luis")
+    assert "assigned to luis" in said and "respond_by" in said
+    body = tmp_path / "reply.txt"
+    body.write_text("Hola Ana,\nya puede acceder de nuevo.\nBcc: nadie@x\n", encoding="utf-8")
+    _, said, _ = cli(cfg, "tickets", "reply", ref, "--body-file", str(body), "--wait")
+    assert "reply queued to ana@cliente.es" in said
+    mails = outbox(cfg)
+    assert [m["kind"] for m in mails] == ["reply", "ack"] and mails[0]["state"] == "pending"
+    con = sqlite3.connect(tmp_path / "cfg" / "buzon.db")
+    (raw,) = con.execute("SELECT raw FROM outbox WHERE kind = 'reply'").fetchone()
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    assert m["Bcc"] is None and m["In-Reply-To"] == "<p1@cliente.es>"
+    assert "ya puede acceder" in m.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    code, text, _ = cli(cfg, "sla", "explain", ref)
+    assert code == 0 and "policy support on calendar office" in text
+    assert "assigned to luis" in text and "waiting on the customer" in text
+    assert "stored deadlines agree" in text
+    _, said, _ = cli(cfg, "tickets", "close", ref)
+    assert "closed" in said
+    code, out, _ = cli(cfg, "sla", "explain", ref, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["stored_agrees"] and report["deadlines"]["state"] == "closed"
+    assert report["steps"][0]["event"] == "opened"
+    code, _, err = cli(cfg, "tickets", "close", ref, check=False)
+    assert code == 2 and "already closed" in err
+
+
+def test_explain_finds_stored_deadlines_that_disagree_with_the_events(tmp_path: Path) -> None:
+    cfg, ref = setup(tmp_path)
+    con = sqlite3.connect(tmp_path / "cfg" / "buzon.db")
+    with con:
+        con.execute("UPDATE tickets SET assign_by = '2030-01-01 00:00:00.000000'")
+    code, text, _ = cli(cfg, "sla", "explain", ref, check=False)
+    assert code == 1 and "STORED DEADLINES DIFFER" in text and "assign_by" in text
+
+
+def test_errors_name_the_ticket_and_the_fix(tmp_path: Path) -> None:
+    cfg, _ = setup(tmp_path)
+    code, _, err = cli(cfg, "tickets", "assign", "B-99", "--agent", "x", check=False)
+    assert code == 2 and "no ticket 'B-99'" in err and "buzon tickets list" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    code, _, err = cli(cfg, "tickets", "reply", "B-1", "--body-file", str(empty), check=False)
+    assert code == 2 and "is empty" in err
+
+
+def test_files_are_history_unless_acknowledged(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg", 2598)
+    eml = tmp_path / "old.eml"
+    eml.write_bytes(message("Pedido antiguo"))
+    cli(cfg, "ingest", str(eml))
+    assert outbox(cfg) == []
