@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.config_desk import OutboundConfig
@@ -28,9 +29,20 @@ from triage.durations import Duration
 MAX_REFERENCES = 20
 
 
-def customer_messages(ticket: Ticket) -> list[Message]:
-    """The ticket's messages that came from outside, oldest first."""
-    return [m for m in ticket.messages if m.state == "done"]
+def thread_ids(session: Session, ticket: Ticket) -> list[str]:
+    """Message-IDs of the ticket's stored messages, oldest first (ids only: never the raw)."""
+    if ticket.id is None:
+        return []
+    rows = session.execute(
+        select(Message.message_id)
+        .where(
+            Message.ticket_id == ticket.id,
+            Message.state == "done",
+            Message.message_id_generated.is_(False),
+        )
+        .order_by(Message.id)
+    )
+    return [mid for (mid,) in rows]
 
 
 def when(t: datetime, timezone: str, language: str) -> str:
@@ -63,6 +75,7 @@ class Outbound:
         self.templates = templates or Templates.load(cfg.templates or None)
         self.sender = Sender(cfg.from_address, cfg.from_name, cfg.envelope_from)
         self.domain = cfg.from_address.rpartition("@")[2] or "buzon.invalid"
+        self._key = ""
 
     def write(
         self,
@@ -77,12 +90,13 @@ class Outbound:
         due: datetime | None = None,
     ) -> OutboxMail:
         """Compose ``kind`` for ``ticket`` and add it to the outbox (not flushed)."""
-        key = settings_repo.get_or_create(
-            session, settings_repo.REPLY_TOKEN_KEY, replytoken.new_key, now
-        )
+        if not self._key:  # one per database, never changed: read it once
+            self._key = settings_repo.get_or_create(
+                session, settings_repo.REPLY_TOKEN_KEY, replytoken.new_key, now
+            )
+        key = self._key
         ref = ticket.ref or ""
-        inbound = customer_messages(ticket) if kind != "breach" else []
-        ids = [m.message_id for m in inbound if not m.message_id_generated]
+        ids = thread_ids(session, ticket) if kind != "breach" else []
         references = tuple(ids[:1] + ids[1:][-(MAX_REFERENCES - 1) :]) if ids else ()
         message_id = replytoken.message_id_for(ref, key, uuid.uuid4().hex[:16], self.domain)
         recipient = to or ticket.requester

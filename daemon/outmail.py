@@ -217,8 +217,9 @@ def auto_submitted(kind: Kind) -> str:
 
 def header_text(value: str) -> str:
     """``value`` safe for one header: encoded words decoded, controls to one space."""
-    with suppress(ValueError, LookupError, IndexError):  # undecodable: keep it as text
-        value = str(policy.default.header_factory("subject", _HEADER_JUNK.sub(" ", value)))
+    if "=?" in value:  # only encoded words need the (slow) header parser
+        with suppress(ValueError, LookupError, IndexError):  # undecodable: keep it as text
+            value = str(policy.default.header_factory("subject", _HEADER_JUNK.sub(" ", value)))
     return " ".join(_HEADER_JUNK.sub(" ", value).split()).replace("=?", "= ?")
 
 

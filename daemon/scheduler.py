@@ -26,10 +26,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, defer
 
 from daemon import sla
 from daemon.config_desk import SlaConfig
@@ -39,6 +39,7 @@ from daemon.outmail import Kind
 from storage.engine import Database
 from storage.models import Ticket, TicketEvent
 from triage import clocks as ck
+from triage.calendar import Calendar
 from triage.durations import Duration
 
 
@@ -54,6 +55,9 @@ class PassReport:
     mails: int = 0
     errors: int = 0
     seconds: float = 0.0
+
+
+RETRY_BROKEN = timedelta(minutes=15)  # a ticket whose handling failed unexpectedly
 
 
 def _utcnow() -> datetime:
@@ -79,12 +83,13 @@ class Scheduler:
         started = time.perf_counter()
         now = self.clock()
         report = PassReport()
-        done: set[int] = set()
+        after: tuple[datetime, int] | None = None
         while True:
             with self.db.transaction() as session:
-                tickets = self._claim(session, now, done)
-                for ticket in tickets:
-                    done.add(ticket.id)
+                tickets = self._claim(session, now, after)
+                if tickets:
+                    last = tickets[-1]
+                    after = (last.next_due_at or now, last.id)  # read before it is handled
                 self._handle_batch(session, tickets, now, report)
             if len(tickets) < self.cfg.batch:
                 break
@@ -119,16 +124,29 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.cfg.interval)
 
-    def _claim(self, session: Session, now: datetime, done: set[int]) -> list[Ticket]:
+    def _claim(
+        self, session: Session, now: datetime, after: tuple[datetime, int] | None
+    ) -> list[Ticket]:
+        """The next batch of due tickets, in (next_due_at, id) order after ``after``.
+
+        Keyset order, not a list of handled ids: a pass over 10,000 due tickets would
+        otherwise send 10,000 parameters. A handled ticket that is due again (its next
+        alarm passed during downtime) sorts after the key and is handled in this pass;
+        one that did not move is behind the key and never loops.
+        """
         query = (
             select(Ticket)
+            .options(defer(Ticket.triage), defer(Ticket.flags), defer(Ticket.match_text))
             .where(Ticket.next_due_at <= now)
             .order_by(Ticket.next_due_at, Ticket.id)
             .limit(self.cfg.batch)
             .with_for_update(skip_locked=True)
         )
-        if done:  # a ticket whose work is done stays due only if replay says so; skip it
-            query = query.where(Ticket.id.not_in(done))
+        if after is not None:
+            due, last_id = after
+            query = query.where(
+                or_(Ticket.next_due_at > due, and_(Ticket.next_due_at == due, Ticket.id > last_id))
+            )
         return list(session.scalars(query))
 
     def _handle_batch(
@@ -151,7 +169,21 @@ class Scheduler:
             except sla.SlaError as exc:
                 report.errors += 1
                 ticket.next_due_at = None  # not retried every pass; explain says why
-                self.log.error("scheduler.ticket_failed", ticket=ticket.ref, error=str(exc))
+                self.log.error(
+                    "scheduler.ticket_failed",
+                    ticket=ticket.ref,
+                    error=str(exc),
+                    fix="configure the policy or calendar again; `buzon sla explain` checks it",
+                )
+            except Exception as exc:  # one bad ticket must not stop every other deadline
+                report.errors += 1
+                ticket.next_due_at = now + RETRY_BROKEN
+                self.log.error(
+                    "scheduler.ticket_failed",
+                    ticket=ticket.ref,
+                    error=f"{type(exc).__name__}: {exc}",
+                    fix=f"retried in {RETRY_BROKEN}; please report this with the ticket's events",
+                )
 
     def _handle(
         self,
@@ -164,15 +196,17 @@ class Scheduler:
         history = sla.history_of(rows)
         clocks, policy, calendar = sla.replay(history, self.cfg)
         log = self.log.bind(ticket=ticket.ref, policy=policy.name)
-        self._alarms(session, ticket, clocks, now, report)
+        self._alarms(session, ticket, clocks, calendar=calendar, now=now, report=report)
         tz = calendar.timezone.key
         if clocks.close_due is not None and clocks.close_due <= now:
             values = {
                 "close_on": when(now, tz, ticket.language),
                 "reopen_within": spoken(Duration.parse(self.cfg.reopen_within), ticket.language),
             }
-            mail = self._mail(session, ticket, "last_notice", now, values)
-            sla.close(session, ticket, self.cfg, now, reason="auto", by="scheduler")
+            # Closed first: closing cancels pending follow-up mail, and the last notice
+            # queued after it must not be among them.
+            sla.close(session, ticket, self.cfg, now, reason="auto", by="scheduler", known=rows)
+            mail = self._mail(session, ticket, "last_notice", now=now, values=values, report=report)
             report.closed += 1
             log.info("ticket.auto_closed", waited_since=_iso(ticket.waiting_since), mail=mail)
             return
@@ -183,7 +217,7 @@ class Scheduler:
                 "waiting_since": when(ticket.waiting_since or now, tz, ticket.language),
                 "close_on": when(clocks.close_due, tz, ticket.language) if clocks.close_due else "",
             }
-            mail = self._mail(session, ticket, "followup", now, values)
+            mail = self._mail(session, ticket, "followup", now=now, values=values, report=report)
             sla.record(
                 session,
                 ticket,
@@ -191,21 +225,23 @@ class Scheduler:
                 self.cfg,
                 now,
                 data={"number": number, "outbox": mail or None},
+                known=rows,
             )
             report.followups += 1
             log.info("ticket.followup_queued", number=number, mail=mail)
             return
-        sla.cache(ticket, history, self.cfg)  # alarms_sent moved next_due_at
+        sla.write(ticket, clocks, policy, calendar, self.cfg)  # alarms_sent moved next_due_at
 
     def _alarms(
         self,
         session: Session,
         ticket: Ticket,
         clocks: ck.Clocks,
+        *,
+        calendar: Calendar,
         now: datetime,
         report: PassReport,
     ) -> None:
-        calendar = self.cfg.calendar(ticket.sla_calendar)
         sent = list(ticket.alarms_sent or [])
         due = [
             a
@@ -225,7 +261,7 @@ class Scheduler:
             if not quiet:
                 if alarm.kind == "breached":
                     report.breached += 1
-                    data["notice"] = self._notify(session, ticket, alarm, now)
+                    data["notice"] = self._notify(session, ticket, alarm, now, report)
                 else:
                     report.at_risk += 1
                 self.log.warning(
@@ -240,10 +276,12 @@ class Scheduler:
         if due:
             ticket.alarms_sent = sent
 
-    def _notify(self, session: Session, ticket: Ticket, alarm: ck.Alarm, now: datetime) -> int:
+    def _notify(
+        self, session: Session, ticket: Ticket, alarm: ck.Alarm, now: datetime, report: PassReport
+    ) -> int:
         """Queue a breach notice to the team's address; the outbox id (0 when none is set)."""
         address = self.cfg.notify_for(ticket.team)
-        if not address or self.outbound is None:
+        if not address:
             return 0
         values = {
             "clock": alarm.clock,
@@ -251,18 +289,37 @@ class Scheduler:
             "team": ticket.team or "-",
             "ticket_link": ticket.ref or "",
         }
-        mail = self.outbound.write(session, ticket, "breach", now, values=values, to=address)
-        session.flush()
-        return mail.id
+        return self._mail(
+            session, ticket, "breach", now=now, values=values, report=report, to=address
+        )
 
     def _mail(
-        self, session: Session, ticket: Ticket, kind: Kind, now: datetime, values: dict[str, str]
+        self,
+        session: Session,
+        ticket: Ticket,
+        kind: Kind,
+        *,
+        now: datetime,
+        values: dict[str, str],
+        report: PassReport,
+        to: str = "",
     ) -> int:
-        """Queue ``kind`` to the requester; its outbox id, 0 when there is no address."""
-        if self.outbound is None or "@" not in ticket.requester:
+        """Queue ``kind`` to ``to`` (default the requester); its outbox id, 0 when unsendable.
+
+        An address no mail can carry (none, a phone number, one the composer refuses,
+        e.g. a non-ASCII local part our relay path cannot promise) is logged; the
+        clock still moves on, so a customer we cannot mail is still closed in time.
+        """
+        recipient = to or ticket.requester
+        if self.outbound is None or "@" not in recipient:
             return 0
-        mail = self.outbound.write(session, ticket, kind, now, values=values)
+        try:
+            mail = self.outbound.write(session, ticket, kind, now, values=values, to=recipient)
+        except ValueError as exc:
+            self.log.warning("ticket.mail_impossible", ticket=ticket.ref, kind=kind, error=str(exc))
+            return 0
         session.flush()
+        report.mails += 1
         return mail.id
 
 

@@ -123,13 +123,22 @@ def record(
     *,
     data: dict[str, Any] | None = None,
     message: Message | None = None,
+    known: list[TicketEvent] | None = None,
 ) -> ck.Clocks:
-    """Add one clock event to the ticket and rewrite its deadline columns; the new clocks."""
+    """Add one clock event to the ticket and rewrite its deadline columns; the new clocks.
+
+    ``known``: the ticket's clock events the caller already loaded (the scheduler loads a
+    batch at once); the new one is appended to it, and nothing is read back.
+    """
     if kind not in CLOCK_KINDS:
         raise ValueError(f"{kind!r} is not a clock event; one of {', '.join(CLOCK_KINDS)}")
     payload = {"at": now.isoformat(), **(data or {})}
     row = repo.add_event(session, ticket, kind, now, data=payload, message=message)
-    rows = clock_rows(session, ticket) if ticket.id is not None else [row]  # flushes row
+    if known is not None:
+        known.append(row)
+        rows = known
+    else:
+        rows = clock_rows(session, ticket) if ticket.id is not None else [row]  # flushes row
     clocks = cache(ticket, history_of(rows), sla)
     # The event keeps what it set beside its inputs: the audit trail reads without a replay.
     row.data = {**payload, "result": _result(ticket)}
@@ -276,6 +285,14 @@ def stored_columns(ticket: Ticket) -> Columns:
 def cache(ticket: Ticket, history: History, sla: SlaConfig) -> ck.Clocks:
     """Replay ``history`` and write the result onto the ticket's columns."""
     clocks, policy, calendar = replay(history, sla)
+    write(ticket, clocks, policy, calendar, sla)
+    return clocks
+
+
+def write(
+    ticket: Ticket, clocks: ck.Clocks, policy: Policy, calendar: Calendar, sla: SlaConfig
+) -> None:
+    """Put replayed clocks on the ticket's columns (``next_due_at`` sees ``alarms_sent``)."""
     ticket.sla_policy, ticket.sla_calendar = policy.name, calendar.name
     cols = columns(clocks, calendar, ticket.alarms_sent or [], sla.at_risk)
     ticket.assign_by = cols.assign_by
@@ -286,7 +303,6 @@ def cache(ticket: Ticket, history: History, sla: SlaConfig) -> ck.Clocks:
     ticket.next_due_at = cols.next_due_at
     if ticket.status != "merged":
         ticket.status = cols.status
-    return clocks
 
 
 # -- What happens to a ticket -------------------------------------------------------------
@@ -325,11 +341,20 @@ def wait(session: Session, ticket: Ticket, sla: SlaConfig, now: datetime, *, by:
 
 
 def close(
-    session: Session, ticket: Ticket, sla: SlaConfig, now: datetime, *, reason: str, by: str
+    session: Session,
+    ticket: Ticket,
+    sla: SlaConfig,
+    now: datetime,
+    *,
+    reason: str,
+    by: str,
+    known: list[TicketEvent] | None = None,
 ) -> ck.Clocks:
+    """Close the ticket; its unsent follow-ups are cancelled (queue a last notice after)."""
     ticket.closed_at, ticket.waiting_since = now, None
     outbox.cancel_pending(session, ticket.id, FOLLOWUP_KINDS, f"ticket closed ({reason})")
-    return record(session, ticket, "closed", sla, now, data={"reason": reason, "by": by})
+    data = {"reason": reason, "by": by}
+    return record(session, ticket, "closed", sla, now, data=data, known=known)
 
 
 def customer_message(

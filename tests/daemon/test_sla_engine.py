@@ -262,8 +262,39 @@ def test_follow_ups_every_four_business_days_then_auto_close(desk: Any) -> None:
     )
     t = ticket(parts, ref)
     assert t.status == "closed" and t.next_due_at is None
-    assert len(outbox(parts, "last_notice")) == 1
+    (notice,) = outbox(parts, "last_notice")
+    assert notice.state == "pending"  # closing cancels follow-ups, never its own last notice
     assert explain_agrees(parts, cfg, ref)
+
+
+def test_a_ticket_that_cannot_be_mailed_never_stops_the_others(desk: Any) -> None:
+    """A requester the composer refuses (a non-ASCII address) gets no mail, the pass goes
+    on for every other ticket, and that ticket's clocks still move."""
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T11:00")
+    refs = [
+        ingest(
+            parts,
+            clock,
+            message(f"Alta {i}", body=f"Caso número {i * 13}.\n", sender=f"c{i}@cliente.es"),
+            f"c{i}@cliente.es",
+        )
+        for i in range(3)
+    ]
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, refs[1])
+        assert t is not None
+        t.requester = "josé@empresa.es"
+    for ref in refs:
+        act(parts, cfg, clock, ref, "wait", by="Luis")
+    clock.now = ticket(parts, refs[0]).followup_due_at  # type: ignore[assignment]
+    report = scheduler(parts, cfg, clock).run_once()
+    assert (report.followups, report.mails, report.errors) == (3, 2, 0)
+    assert sorted(m.recipient for m in outbox(parts, "followup")) == [
+        "c0@cliente.es",
+        "c2@cliente.es",
+    ]
+    assert [e["outbox"] for e in events(parts, refs[1], "followup_sent")] == [None]
 
 
 def test_out_06_a_reply_one_second_before_the_follow_up_cancels_it(desk: Any) -> None:
@@ -438,8 +469,8 @@ def _waiting_tickets(parts: Parts, cfg: Config, clock: Clock, n: int) -> dict[in
     return expected
 
 
-class Crash(Exception):
-    """The process dies half-way through a pass."""
+class Crash(BaseException):
+    """The process dies half-way through a pass (not an error a pass may catch)."""
 
 
 def test_out_05_a_thousand_follow_ups_across_restarts_and_dst(
