@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -36,6 +36,11 @@ class Reply:
     TEMP_FAILURE = "451 4.3.0 Temporary local problem; try again later"
     SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
     QUEUED = "250 2.0.0 OK queued as {}"
+
+
+# aiosmtpd refuses an oversize message itself, with no handler hook: at MAIL FROM when the
+# client declares SIZE=, or after the data. IntakeSMTP counts those replies on their way out.
+PROTOCOL_REFUSALS = ("552",)
 
 
 def recipient_accepted(address: str, cfg: SmtpConfig) -> bool:
@@ -60,12 +65,24 @@ class IntakeStats:
 
 
 class IntakeHandler:
-    """aiosmtpd hooks; each returns the reply for its command."""
+    """aiosmtpd hooks; each returns the reply for its command.
 
-    def __init__(self, cfg: SmtpConfig, spool: Spool, writer: GroupCommitWriter) -> None:
+    ``on_reply`` hears the code of every final reply to a transaction: a refused MAIL or
+    RCPT, and the answer to the end of DATA (the metrics count what clients were told).
+    """
+
+    def __init__(
+        self,
+        cfg: SmtpConfig,
+        spool: Spool,
+        writer: GroupCommitWriter,
+        *,
+        on_reply: Callable[[int], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.spool = spool
         self.writer = writer
+        self.on_reply = on_reply
         self.stats = IntakeStats()
         self.accepting = True
         self.log = get_logger(component="smtp")
@@ -84,6 +101,12 @@ class IntakeHandler:
             self._room = (now, ok)
         return ok
 
+    def _final(self, reply: str) -> str:
+        """``reply``, after telling ``on_reply`` its code."""
+        if self.on_reply is not None:
+            self.on_reply(int(reply[:3]))
+        return reply
+
     async def handle_MAIL(
         self,
         server: SMTP,
@@ -93,11 +116,11 @@ class IntakeHandler:
         mail_options: list[str],
     ) -> str:
         if not self.accepting:
-            return Reply.SHUTTING_DOWN
+            return self._final(Reply.SHUTTING_DOWN)
         if not self.has_room():
             self.stats.refused += 1
             self.log.warning("smtp.refused", reason="spool disk nearly full", code=452)
-            return Reply.NO_STORAGE
+            return self._final(Reply.NO_STORAGE)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return Reply.OK_SENDER
@@ -112,9 +135,11 @@ class IntakeHandler:
     ) -> str:
         if not recipient_accepted(address, self.cfg):
             self.log.info("smtp.rcpt_refused", rcpt=address, peer=_peer(session), code=550)
-            return Reply.NO_SUCH_USER.format(address.replace("\r", "").replace("\n", ""))
+            return self._final(
+                Reply.NO_SUCH_USER.format(address.replace("\r", "").replace("\n", ""))
+            )
         if len(envelope.rcpt_tos) >= self.cfg.max_recipients:
-            return Reply.TOO_MANY_RCPTS
+            return self._final(Reply.TOO_MANY_RCPTS)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return Reply.OK_RCPT
@@ -139,11 +164,11 @@ class IntakeHandler:
         except SpoolFullError as exc:
             self.stats.refused += 1
             self.log.warning("smtp.refused", reason=str(exc), code=452, size=len(raw))
-            return Reply.NO_STORAGE
+            return self._final(Reply.NO_STORAGE)
         except Exception as exc:
             self.stats.failed += 1
             self.log.error("smtp.spool_failed", error=repr(exc), code=451, size=len(raw))
-            return Reply.TEMP_FAILURE
+            return self._final(Reply.TEMP_FAILURE)
         self.stats.accepted += 1
         self.log.info(
             "smtp.accepted",
@@ -153,12 +178,12 @@ class IntakeHandler:
             rcpt_count=len(envelope.rcpt_tos),
             spool_ms=round((time.monotonic() - started) * 1000, 2),
         )
-        return Reply.QUEUED.format(entry.id)
+        return self._final(Reply.QUEUED.format(entry.id))
 
     async def handle_exception(self, error: Exception) -> str:
         self.stats.failed += 1
         self.log.error("smtp.error", error=repr(error), code=451)
-        return Reply.TEMP_FAILURE
+        return self._final(Reply.TEMP_FAILURE)
 
 
 def _peer(session: Session) -> str:
@@ -195,6 +220,14 @@ class IntakeSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self._on_close(self)
         super().connection_lost(error)
+
+    async def push(self, status: AnyStr) -> None:
+        handler = self.event_handler
+        if isinstance(handler, IntakeHandler) and handler.on_reply is not None:
+            code = status[:3].decode() if isinstance(status, bytes) else status[:3]
+            if code in PROTOCOL_REFUSALS:
+                handler.on_reply(int(code))
+        await super().push(status)
 
 
 class SmtpServer:
