@@ -69,12 +69,23 @@ class PipelineConfig:
     max_interruptions: int = 10
     nice: int = 19
     poll_interval: float = 1.0
+    # A worker on one message this long is stuck: the watchdog stops (systemd restarts us).
+    stuck_after: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "auto"  # auto | json | console
+    # Per component (smtp, imap, ingest, scheduler, outbox, ...): a level of its own.
+    components: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus endpoint with /healthz and /readyz; "" = off."""
+
+    listen: str = ""  # e.g. "127.0.0.1:9325"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +204,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     imap: tuple[ImapAccount, ...] = ()
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     voicemail_dir: tuple[VoicemailDir, ...] = ()
@@ -237,6 +249,7 @@ SECTIONS: dict[str, type[Any]] = {
     "smtp": SmtpConfig,
     "pipeline": PipelineConfig,
     "log": LogConfig,
+    "metrics": MetricsConfig,
     "transcription": TranscriptionConfig,
     "triage": TriageConfig,
     "matching": MatchingConfig,
@@ -273,6 +286,20 @@ def _models(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(value.items())
 
 
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def _levels(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.lower() in LEVELS for k, v in value.items()
+    ):
+        raise ConfigError(
+            '[log] components: expected component = level, e.g. { imap = "debug", '
+            f'smtp = "warning" }} with levels {", ".join(LEVELS)}'
+        )
+    return tuple((k.strip(), v.lower()) for k, v in value.items())
+
+
 def _routing(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and "@" in k and isinstance(v, str) and v for k, v in value.items()
@@ -294,6 +321,9 @@ def _section(name: str, cls: type[Any], data: Any) -> Any:
         if cls is TranscriptionConfig and key == "models":
             values[key] = _models(value)
             continue
+        if cls is LogConfig and key == "components":
+            values[key] = _levels(value)
+            continue
         if key not in known:
             raise ConfigError(
                 f"[{name}] {key}: unknown key; {suggest(key, known)}"
@@ -306,6 +336,22 @@ def _section(name: str, cls: type[Any], data: Any) -> Any:
 def _resolve(base: Path, path: str) -> str:
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else base / p)
+
+
+CREDENTIALS = "$CREDENTIALS_DIRECTORY"
+
+
+def _secret(base: Path, path: str) -> str:
+    """A secret file's path; ``$CREDENTIALS_DIRECTORY/x`` names a systemd credential
+    (``LoadCredential=x:/etc/buzon/x``), left as written when the variable is unset so a
+    command run outside the service still loads the config."""
+    expanded = os.path.expandvars(path.replace("${CREDENTIALS_DIRECTORY}", CREDENTIALS))
+    return expanded if CREDENTIALS in expanded else _resolve(base, expanded)
+
+
+def unresolved_credential(path: str) -> bool:
+    """Whether ``path`` names a systemd credential outside the service (checked when read)."""
+    return CREDENTIALS in path
 
 
 def _resolve_sqlite_url(base: Path, url: str) -> str:
@@ -398,7 +444,11 @@ def _validate_imap_auth(where: str, a: ImapAccount) -> None:
                 f"{where}: set exactly one of password_file or password_env "
                 "(never the password itself in this file)"
             )
-        if a.password_file and not Path(a.password_file).is_file():
+        if (
+            a.password_file
+            and not unresolved_credential(a.password_file)
+            and not Path(a.password_file).is_file()
+        ):
             raise ConfigError(f"{where} password_file: {a.password_file} does not exist")
     elif a.auth == "xoauth2":
         if bool(a.token_file) == bool(a.token_command):
@@ -463,8 +513,20 @@ def _validate_rest(cfg: Config) -> None:
         raise ConfigError("[pipeline] nice: use 0 (same priority as intake) to 19 (lowest)")
     if cfg.pipeline.max_interruptions < 1:
         raise ConfigError("[pipeline] max_interruptions: must be at least 1")
+    if cfg.pipeline.stuck_after <= cfg.pipeline.parse_timeout:
+        raise ConfigError(
+            "[pipeline] stuck_after: must be longer than parse_timeout "
+            f"({cfg.pipeline.parse_timeout:g} s), or every slow parse looks stuck"
+        )
     _validate_matching(cfg.matching)
-    if cfg.log.level.lower() not in {"debug", "info", "warning", "error"}:
+    if cfg.metrics.listen:
+        host, sep, port = cfg.metrics.listen.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(
+                f'[metrics] listen = "{cfg.metrics.listen}": expected "host:port", '
+                'e.g. "127.0.0.1:9325" (keep it on loopback or behind a firewall)'
+            )
+    if cfg.log.level.lower() not in LEVELS:
         raise ConfigError('[log] level: use one of "debug", "info", "warning", "error"')
     if cfg.log.format not in {"auto", "json", "console"}:
         raise ConfigError('[log] format: use one of "auto", "json", "console"')
@@ -537,8 +599,8 @@ def finalise(cfg: Config, base: Path) -> Config:
     imap = tuple(
         replace(
             a,
-            password_file=_resolve(base, a.password_file) if a.password_file else "",
-            token_file=_resolve(base, a.token_file) if a.token_file else "",
+            password_file=_secret(base, a.password_file) if a.password_file else "",
+            token_file=_secret(base, a.token_file) if a.token_file else "",
         )
         for a in cfg.imap
     )
@@ -564,7 +626,7 @@ def finalise(cfg: Config, base: Path) -> Config:
     out = cfg.desk.outbound
     outbound = replace(
         out,
-        password_file=_resolve(base, out.password_file) if out.password_file else "",
+        password_file=_secret(base, out.password_file) if out.password_file else "",
         templates=_resolve(base, out.templates) if out.templates else "",
         from_address=out.from_address
         or (smtp.addresses[0] if smtp.addresses else f"buzon@{smtp.hostname}"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -228,6 +229,7 @@ class IngestRunner:
         self._threads: list[threading.Thread] = []
         self.processed = 0
         self.last_progress = 0.0
+        self._busy: dict[str, tuple[float, str]] = {}  # thread -> (monotonic start, entry)
         self.spool.on_new(self.wakeup.set)
         self.log = get_logger(component="ingest")
 
@@ -251,6 +253,14 @@ class IngestRunner:
 
     def alive(self) -> bool:
         return all(t.is_alive() for t in self._threads)
+
+    def stuck(self, limit: float) -> str:
+        """Which worker has been on one entry longer than ``limit`` seconds ("" = none)."""
+        now = time.monotonic()
+        for thread, (since, entry_id) in list(self._busy.items()):
+            if now - since > limit:
+                return f"{thread} on spool entry {entry_id} for {now - since:.0f} s"
+        return ""
 
     def _dispatch(self) -> None:
         while not self.stopping.is_set():
@@ -283,7 +293,12 @@ class IngestRunner:
                 entry = self.spool.claim(entry_id)
                 if entry is None:
                     continue
-                outcome = self.processor.process(entry)
+                me = threading.current_thread().name
+                self._busy[me] = (time.monotonic(), entry_id)
+                try:
+                    outcome = self.processor.process(entry)
+                finally:
+                    self._busy.pop(me, None)
                 self.processed += 1
                 if outcome.outcome == "retry":
                     # Back off briefly so a down database is not hammered.

@@ -25,6 +25,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
+from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 
 from daemon import logging as logmod
@@ -37,7 +38,9 @@ from daemon.voice import TranscriptionRunner
 STOP_TIMEOUT = 4.0
 
 
-def ingest_main(cfg: Config, wake: Connection, ready: Event) -> None:
+def ingest_main(
+    cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[float]
+) -> None:
     """Entry point of the ingest process: process the spool until the parent's pipe ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -45,10 +48,10 @@ def ingest_main(cfg: Config, wake: Connection, ready: Event) -> None:
     # ingest catches up when the CPU is free. SLA clocks start at the spooled
     # received_at, so a late ingest does not move any deadline.
     os.nice(cfg.pipeline.nice)
-    logmod.configure(cfg.log.level, cfg.log.format)
+    logmod.configure(cfg.log.level, cfg.log.format, components=dict(cfg.log.components))
     log = logmod.get_logger(component="ingest")
     try:
-        _serve(cfg, wake, ready)
+        _serve(cfg, wake, ready, heartbeat)
     except Exception as exc:
         log.error("ingest.crashed", error=f"{type(exc).__name__}: {exc}")
         raise SystemExit(1) from exc
@@ -72,7 +75,7 @@ def _parent_says_stop(wake: Connection, timeout: float) -> bool | None:
     return not data
 
 
-def _serve(cfg: Config, wake: Connection, ready: Event) -> None:
+def _serve(cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[float]) -> None:
     log = logmod.get_logger(component="ingest")
     with open_parts(cfg, recover=False) as parts:
         parts.triager()  # load rules and the language model now: a bad rule fails the start
@@ -90,7 +93,17 @@ def _serve(cfg: Config, wake: Connection, ready: Event) -> None:
         voice.start()
         log.info("ingest.started", pid=os.getpid(), workers=cfg.pipeline.parse_workers)
         ready.set()
+        stuck_said = ""
         while runner.alive():
+            # The parent pings systemd's watchdog only while this beats: a worker stuck
+            # on one message (or this process hung) stops the beat, and systemd
+            # restarts the service instead of letting mail pile up unseen.
+            stuck = runner.stuck(cfg.pipeline.stuck_after)
+            if not stuck:
+                heartbeat.value = time.time()
+            elif stuck != stuck_said:
+                log.error("ingest.stuck", detail=stuck, limit_s=cfg.pipeline.stuck_after)
+            stuck_said = stuck
             said = _parent_says_stop(wake, 0.5)
             if said:
                 break
@@ -114,11 +127,12 @@ class IngestProcess:
         self._reader = reader
         self._lock = threading.Lock()
         self.ready = ctx.Event()
+        self.heartbeat: Synchronized[float] = ctx.Value("d", 0.0)
         # Not a daemonic process: it has parser processes of its own. It exits by
         # itself when the parent goes away (see the getppid check in _serve).
         self.proc: SpawnProcess = ctx.Process(
             target=ingest_main,
-            args=(cfg, reader, self.ready),
+            args=(cfg, reader, self.ready, self.heartbeat),
             name="buzon-ingest",
         )
 
@@ -142,6 +156,10 @@ class IngestProcess:
 
     def alive(self) -> bool:
         return self.proc.is_alive()
+
+    def beat_age(self) -> float:
+        """Seconds since the process last said its workers make progress."""
+        return max(0.0, time.time() - self.heartbeat.value)
 
     @property
     def exitcode(self) -> int | None:

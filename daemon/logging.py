@@ -11,12 +11,14 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_METHODS = {**LEVELS, "warn": 30, "exception": 40, "critical": 50, "fatal": 50}
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09,)}
 
 
@@ -65,12 +67,35 @@ class LineWriter:
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Install the process-wide structlog configuration (called once, by the CLI)."""
+class ComponentLevels:
+    """Drops an event below its component's own level (``[log] components``)."""
+
+    def __init__(self, default: str, components: Mapping[str, str]) -> None:
+        self.default = LEVELS[default.lower()]
+        self.levels = {name: LEVELS[lvl.lower()] for name, lvl in components.items()}
+
+    def __call__(self, _logger: Any, method: str, event: EventDict) -> EventDict:
+        floor = self.levels.get(str(event.get("component", "")), self.default)
+        if _METHODS.get(method, logging.INFO) < floor:
+            raise structlog.DropEvent
+        return event
+
+
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    components: Mapping[str, str] | None = None,
+) -> None:
+    """Install the process-wide structlog configuration (called once, by the CLI; again on
+    reload). ``components`` gives some components a level of their own."""
     out = stream or sys.stdout
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    components = dict(components or {})
+    floor = min([LEVELS[level.lower()], *(LEVELS[v.lower()] for v in components.values())])
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        ComponentLevels(level, components),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
@@ -82,7 +107,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         processors.append(structlog.processors.JSONRenderer())
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level.lower()]),
+        wrapper_class=structlog.make_filtering_bound_logger(floor),
         logger_factory=lambda *_: LineWriter(out),
         cache_logger_on_first_use=False,
     )

@@ -55,6 +55,9 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
         ("[smtp]\ndomains = []\n", "would refuse every recipient"),
         ('[storage]\ndatabase = "mysql://x"\n', "use a sqlite:///path or postgresql"),
         ('[log]\nlevel = "loud"\n', '[log] level: use one of "debug"'),
+        ('[log]\ncomponents = { imap = "loud" }\n', "[log] components: expected component"),
+        ('[metrics]\nlisten = "9325"\n', '[metrics] listen = "9325": expected "host:port"'),
+        ("[pipeline]\nstuck_after = 10.0\n", "stuck_after: must be longer than parse_timeout"),
         ("[smtp\n", "not valid TOML"),
     ],
 )
@@ -214,3 +217,34 @@ def test_bad_transcription_settings_name_the_key_and_fix(
     with pytest.raises(ConfigError) as err:
         parse(text, tmp_path)
     assert message in str(err.value)
+
+
+def test_log_components_and_metrics_are_read(tmp_path: Path) -> None:
+    cfg = parse(
+        '[log]\ncomponents = { imap = "DEBUG" }\n[metrics]\nlisten = "127.0.0.1:9325"\n',
+        tmp_path,
+    )
+    assert cfg.log.components == (("imap", "debug"),)
+    assert cfg.metrics.listen == "127.0.0.1:9325"
+
+
+def test_secrets_may_name_a_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$CREDENTIALS_DIRECTORY/x is resolved under the service; outside it the config still
+    loads (an admin's one-shot command), and the file is read only when needed."""
+    text = (
+        IMAP_OK.replace('password_env = "IMAP_PW"', 'password_file = "$CREDENTIALS_DIRECTORY/imap"')
+        + '[outbound]\npassword_file = "${CREDENTIALS_DIRECTORY}/relay"\n'
+    )
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = parse(text, tmp_path)
+    assert cfg.imap[0].password_file == "$CREDENTIALS_DIRECTORY/imap"  # noqa: S105 - a path
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "imap").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    cfg = parse(text, tmp_path)
+    assert cfg.imap[0].password_file == str(creds / "imap")
+    assert cfg.imap[0].secret() == "s3cret"
+    assert cfg.desk.outbound.password_file == str(creds / "relay")

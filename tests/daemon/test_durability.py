@@ -358,3 +358,58 @@ def test_buzon_ingest_beside_a_running_daemon(
     wait_until(lambda: spool_empty(d), 60, what="daemon to finish what it was handed")
     assert sorted(stored_nonces(d).values()) == [1] * 40
     assert d.stop() == 0
+
+
+def test_dur08_sigterm_during_load_exits_in_time_and_loses_nothing(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """DUR-08: SIGTERM while 8 clients send: the daemon exits 0 well within systemd's stop
+    timeout; clients get 250, 421 or a closed connection, and every 250 is stored once."""
+    d = daemon_factory("dur08")
+    oracle: dict[str, list[str]] = defaultdict(list)
+    stop_clients = threading.Event()
+
+    def client() -> None:
+        while not stop_clients.is_set():
+            nonce = uuid.uuid4().hex
+            send_with_oracle(lambda: d.port, nonce, oracle, time.monotonic() + 0.5)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: d.count("smtp.accepted") >= 50, 60, what="load to build up")
+    assert d.proc is not None
+    asked = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    code = d.wait(timeout=60)
+    took = time.monotonic() - asked
+    stop_clients.set()
+    for t in threads:
+        t.join()
+    assert code == 0 and took < 15, f"exit {code} after {took:.1f} s"
+    seen = {r for replies in oracle.values() for r in replies}
+    assert seen <= {
+        "250",
+        "421",
+        "451",
+        "SMTPServerDisconnected",
+        "ConnectionRefusedError",
+        "SMTPConnectError",
+        "ConnectionResetError",
+        "SMTPSenderRefused",
+        "SMTPRecipientsRefused",
+        "SMTPDataError",
+        "BrokenPipeError",
+        "TimeoutError",
+        "SMTPResponseException",
+    }, seen
+    d.start()
+    wait_until(lambda: spool_empty(d), 120, interval=0.2, what="spool to drain")
+    assert d.stop() == 0
+    accepted = [n for n, replies in oracle.items() if "250" in replies]
+    assert len(accepted) >= 50
+    stored = stored_nonces(d)
+    wrong = {n: stored.get(n, 0) for n in accepted if stored.get(n, 0) != 1}
+    assert wrong == {}, f"250'd messages not stored exactly once: {wrong}"
+    assert set(stored) <= set(oracle)  # nothing stored that no client sent
+    assert integrity_ok(d)

@@ -59,3 +59,27 @@ def test_console_rendering_escapes_control_characters() -> None:
     text = out.getvalue()
     assert text.count("\n") == 1 and "\r" not in text and "\x1b" not in text
     assert "x0dx0a" in text.replace("\\", "") and "forged line" in text
+
+
+LEVELS_SCRIPT = """
+from daemon import logging as logmod
+logmod.configure("warning", "json", components={"imap": "debug"})
+logmod.get_logger(component="imap").debug("imap.idle")
+logmod.get_logger(component="smtp").info("smtp.accepted")
+logmod.get_logger(component="smtp").warning("smtp.refused")
+logmod.get_logger(component="imap").info("imap.fetched")
+"""
+
+
+def test_a_component_can_have_a_level_of_its_own(tmp_path: Path) -> None:
+    """[log] components: imap at debug while the rest stays at warning."""
+    script = tmp_path / "levels.py"
+    script.write_text(LEVELS_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    events = [json.loads(line)["event"] for line in out.splitlines()]
+    assert events == ["imap.idle", "smtp.refused", "imap.fetched"]
