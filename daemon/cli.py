@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from daemon import agent_commands, sla_commands
+from daemon import agent_commands, backup, doctor, logs_command, sla_commands, status_command
 from daemon import config as config_mod
 from daemon import logging as logmod
 from daemon.errors import ConfigError, UsageError
@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("run", help="run the daemon in the foreground")
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    # Also after the subcommand: `buzon run --config /etc/buzon/buzon.toml` (systemd units).
+    run.add_argument("--config", default=argparse.SUPPRESS, help="the config file")
     sub.add_parser("check-config", help="validate the config and print the effective values")
 
     ing = sub.add_parser(
@@ -52,9 +54,6 @@ def _parser() -> argparse.ArgumentParser:
         help="with --imap: import history from DATE "
         "(YYYY-MM-DD) on, marked as backfill: no acknowledgements",
     )
-
-    st = sub.add_parser("status", help="spool depth and the state of each IMAP folder")
-    st.add_argument("--json", action="store_true")
 
     tickets = sub.add_parser("tickets", help="list and show tickets")
     tsub = tickets.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -169,10 +168,16 @@ def _desk_parsers(sub: Any, tsub: Any) -> None:
     pl.add_argument("--limit", type=int, default=100)
     sla_commands.register(sub)
     agent_commands.register(sub, tsub)
+    status_command.register(sub)
+    doctor.register(sub)
+    backup.register(sub)
+    logs_command.register(sub)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 — one exit per kind of command
     args = _parser().parse_args(argv)
+    if args.command == "logs":  # needs no config: a journal reader may not read the data
+        return logs_command.main(args)
     try:
         cfg = config_mod.load(args.config)
     except ConfigError as exc:
@@ -189,7 +194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers: dict[tuple[str, str | None], Any] = {
         ("ingest", None): commands.ingest,
-        ("status", None): commands.status,
         ("tickets", "list"): commands.tickets_list,
         ("tickets", "show"): commands.tickets_show,
         ("tickets", "split"): desk_commands.tickets_split,
@@ -208,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("sla", "explain"): sla_commands.explain,
         ("sla", "pass"): sla_commands.run_pass,
         **agent_commands.HANDLERS,
+        **status_command.HANDLERS,
+        **doctor.HANDLERS,
+        **backup.HANDLERS,
     }
     handler = handlers[(args.command, getattr(args, "action", None))]
     try:
@@ -222,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_daemon(cfg: config_mod.Config) -> int:
-    logmod.configure(cfg.log.level, cfg.log.format)
+    logmod.configure(cfg.log.level, cfg.log.format, components=dict(cfg.log.components))
     from daemon.app import serve
 
     try:

@@ -22,7 +22,6 @@ from daemon.imap import FolderWorker, instance_id
 from daemon.ingest import Outcome
 from daemon.parts import Parts, open_parts
 from daemon.voice_commands import voicemail_detail
-from storage import imapstate
 from storage import repository as repo
 from storage import voicemails as vm_repo
 from storage.models import Message, Ticket
@@ -129,70 +128,6 @@ def ingest_imap(cfg: Config, args: argparse.Namespace) -> int:
         for entry_id in spooled:
             summary[_process_until_settled(parts, entry_id).outcome] += 1
     return _report(summary, args.json)
-
-
-def status(cfg: Config, args: argparse.Namespace) -> int:
-    """One screen: spool depth and age, and every IMAP folder's state."""
-    with open_parts(cfg, recover=False) as parts:
-        depth = parts.spool.depth()
-        oldest = parts.spool.oldest_age()
-        with parts.db.transaction() as session:
-            folders: list[dict[str, Any]] = [
-                {
-                    "account": f.account,
-                    "folder": f.folder,
-                    "state": f.state,
-                    "last_uid": f.last_uid,
-                    "uidvalidity": f.uidvalidity,
-                    "last_fetch_at": _iso(f.last_fetch_at),
-                    "last_fetched": f.last_fetched,
-                    "lag_seconds": f.lag_seconds,
-                    "holder": f.holder,
-                    "lease_until": _iso(f.lease_until),
-                    "last_error": f.last_error,
-                    "skipped_oversize": f.skipped or [],
-                }
-                for f in imapstate.folders(session)
-            ]
-            counts = repo.counts(session)
-            voicemails = vm_repo.states(session)
-    data: dict[str, Any] = {
-        "spool": {**depth, "oldest_pending_seconds": oldest},
-        "imap": folders,
-        "database": counts,
-        "transcription": {
-            "enabled": bool(cfg.transcription.model or cfg.transcription.models),
-            "model": cfg.transcription.model,
-            "voicemails": voicemails,
-        },
-    }
-    if args.json:
-        print(json.dumps(data, ensure_ascii=False))
-        return 0
-    age = f", oldest waiting {oldest:.0f} s" if oldest is not None else ""
-    print(
-        f"spool: {depth['new']} waiting, {depth['cur']} in progress, "
-        f"{depth['bad']} quarantined{age}"
-    )
-    print("database: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    tr = data["transcription"]
-    print(
-        f"transcription: {'model ' + tr['model'] if tr['enabled'] else 'off (no model)'}; "
-        + (", ".join(f"{k} {v}" for k, v in sorted(voicemails.items())) or "no voicemails")
-    )
-    for f in folders:
-        lag = f"lag {f['lag_seconds']:.0f} s" if f["lag_seconds"] is not None else "no fetch yet"
-        print(
-            f"imap {f['account']}/{f['folder']}: {f['state']}, last UID {f['last_uid']}, "
-            f"last fetch {f['last_fetch_at'] or '-'}, {lag}"
-            + (f", error: {_one_line(str(f['last_error']), 80)}" if f["last_error"] else "")
-            + (
-                f", {len(f['skipped_oversize'])} skipped as too large (see --json)"
-                if f["skipped_oversize"]
-                else ""
-            )
-        )
-    return 0
 
 
 def _ingest_batch(

@@ -119,3 +119,11 @@ def test_quarantine_list_and_retry(cfg: Path, tmp_path: Path) -> None:
 def test_unknown_subcommand_exits_2(cfg: Path) -> None:
     """Bad usage is exit code 2, as documented."""
     assert buzon(cfg, "frobnicate", check=False).returncode == 2
+
+
+def test_run_takes_the_config_after_the_subcommand_too() -> None:
+    """systemd units write `buzon run --config PATH`; the top-level form still works."""
+    from daemon.cli import _parser
+
+    assert _parser().parse_args(["run", "--config", "/etc/b.toml"]).config == "/etc/b.toml"
+    assert _parser().parse_args(["--config", "/etc/a.toml", "run"]).config == "/etc/a.toml"

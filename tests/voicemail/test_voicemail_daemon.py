@@ -81,5 +81,5 @@ def test_without_a_model_the_daemon_runs_and_voicemails_wait_as_tickets(
     shown = d.cli("tickets", "show", created["ticket"]).stdout
     assert "transcription pending" in shown
     status = d.cli("status").stdout
-    assert "transcription: off (no model); pending 1" in status
+    assert "transcription off (no model), 1 pending" in status
     assert d.stop() == 0
