@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from daemon import config as config_mod
 from daemon import logging as logmod
+from daemon import sdlisten
 from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.imap import ImapIntake
@@ -68,8 +70,15 @@ def signal_handlers(
 class Supervisor:
     """The running daemon's parts, their health, reload and stop."""
 
-    def __init__(self, cfg: Config, parts: Parts, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        parts: Parts,
+        notifier: Notifier,
+        listener: socket.socket | None = None,
+    ) -> None:
         self.cfg, self.parts, self.notifier = cfg, parts, notifier
+        self.listener = listener  # passed by systemd (buzon.socket), else [smtp] listen
         self.log = get_logger(component="daemon")
         self.stop = asyncio.Event()
         self.reload_asked = asyncio.Event()
@@ -151,7 +160,7 @@ class Supervisor:
             return False
         self.writer.start(loop)
         try:
-            host, port = await self.server.start()
+            host, port = await self.server.start(self.listener)
             if self.metrics is not None:
                 from daemon.metrics import MetricsServer
 
@@ -318,9 +327,16 @@ async def serve(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when a part died."""
     loop = asyncio.get_running_loop()
     notifier = Notifier.from_env()
+    try:  # before any child process starts: none may inherit the listener
+        listener = sdlisten.smtp_socket(sdlisten.take())
+    except sdlisten.ListenError as exc:
+        get_logger(component="daemon").error(
+            "daemon.failed", error=str(exc), fix="see systemd/buzon.socket for a working unit"
+        )
+        return 1
     exit_code = 1
     with open_parts(cfg, recover=True) as parts:
-        sup = Supervisor(cfg, parts, notifier)
+        sup = Supervisor(cfg, parts, notifier, listener)
         with signal_handlers(loop, sup.stop, sup.reload_asked):
             if await sup.start():
                 exit_code = await sup.run()

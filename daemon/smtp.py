@@ -10,6 +10,7 @@ leaks internals).
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -245,14 +246,23 @@ class SmtpServer:
         self.sessions.add(proto)
         return proto
 
-    async def start(self) -> tuple[str, int]:
+    async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Listen on ``[smtp] listen``, or on ``sock`` when systemd passed one (buzon.socket)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._factory, host=self.cfg.host, port=self.cfg.port, reuse_address=True
+        if sock is not None:
+            self._server = await loop.create_server(self._factory, sock=sock)
+        else:
+            self._server = await loop.create_server(
+                self._factory, host=self.cfg.host, port=self.cfg.port, reuse_address=True
+            )
+        name = self._server.sockets[0].getsockname()
+        self.log.info(
+            "smtp.listening",
+            host=name[0],
+            port=name[1],
+            source="systemd" if sock is not None else "config",
         )
-        sock = self._server.sockets[0].getsockname()
-        self.log.info("smtp.listening", host=sock[0], port=sock[1])
-        return sock[0], sock[1]
+        return name[0], name[1]
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; give sessions ``grace`` seconds; then 421 and close the rest."""
