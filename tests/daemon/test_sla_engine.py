@@ -521,3 +521,27 @@ def test_out_05_a_thousand_follow_ups_across_restarts_and_dst(
     late = [tid for tid, at in sent.items() if at >= expected[tid] + step]
     assert early == [] and late == []  # none early; each within one pass of its due time
     assert all(m.created_at >= expected[m.ticket_id] for m in mails if m.ticket_id)
+
+
+def test_a_late_classification_re_selects_the_policy_and_replays(parts: Parts) -> None:
+    """A voicemail is stamped before its transcript says what it is about: when the
+    transcript puts it in the setup team, the setup policy's clocks replace the default's."""
+    from support.ingest import ingest_raw
+
+    ref = ingest_raw(parts, message("Mensaje de voz")).ticket_ref
+    assert ref is not None
+    cfg = parts.processor.desk.sla
+    now = datetime.now(UTC)
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, ref)
+        assert t is not None and t.sla_policy == "support"
+        assert sla.reselect(s, t, cfg, now, "classified from the transcript") is False
+        t.category = "setup"
+        assert sla.reselect(s, t, cfg, now, "classified from the transcript") is True
+        assert t.sla_policy == "setup" and t.team == "setup"
+        assert t.assign_by == t.created_at + timedelta(hours=24)  # setup: 24h, not 1h
+        restamp = [e.data for e in t.events if e.kind == "stamped"][-1]
+        assert restamp["previous"] == "support" and restamp["restamp"] is True
+        history = sla.history_of(sla.clock_rows(s, t))
+        clocks, _, calendar = sla.replay(history, cfg)
+        assert sla.columns(clocks, calendar, t.alarms_sent, cfg.at_risk) == sla.stored_columns(t)
