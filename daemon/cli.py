@@ -17,6 +17,7 @@ from typing import Any
 from daemon import agent_commands, backup, doctor, logs_command, sla_commands, status_command
 from daemon import config as config_mod
 from daemon import logging as logmod
+from daemon import verify as verify_command
 from daemon.errors import ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -172,6 +173,7 @@ def _desk_parsers(sub: Any, tsub: Any) -> None:
     doctor.register(sub)
     backup.register(sub)
     logs_command.register(sub)
+    verify_command.register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 — one exit per kind of command
@@ -215,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 — one exi
         **status_command.HANDLERS,
         **doctor.HANDLERS,
         **backup.HANDLERS,
+        **verify_command.HANDLERS,
     }
     handler = handlers[(args.command, getattr(args, "action", None))]
     try:

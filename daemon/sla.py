@@ -68,7 +68,7 @@ def _policy(sla: SlaConfig, name: str) -> Policy:
             return policy
     raise SlaError(
         f"policy {name!r} is recorded on the ticket but not configured; "
-        "add it back to [[sla.policies]] or re-stamp with `buzon sla restamp`"
+        "add it back to [[sla.policies]]; `buzon sla explain` shows the ticket's history"
     )
 
 
