@@ -45,7 +45,8 @@ from daemon.spool_writer import GroupCommitWriter
 from daemon.voicedir import VoicemailFolders
 
 if TYPE_CHECKING:
-    from daemon.metrics import Metrics, MetricsServer
+    from daemon.metrics import Metrics
+    from daemon.metrics_http import MetricsServer
 
 STOP_GRACE = 5.0  # SMTP sessions get this long to finish; the whole stop stays under 10 s
 BEAT_LIMIT = 10.0  # the ingest process beats every 0.5 s; this much silence is a hang
@@ -162,7 +163,7 @@ class Supervisor:
         try:
             host, port = await self.server.start(self.listener)
             if self.metrics is not None:
-                from daemon.metrics import MetricsServer
+                from daemon.metrics_http import MetricsServer
 
                 self.metrics_server = MetricsServer(
                     self.cfg.metrics.listen,

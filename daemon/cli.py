@@ -14,10 +14,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from daemon import agent_commands, backup, doctor, logs_command, sla_commands, status_command
+from daemon import (
+    agent_commands,
+    backup,
+    doctor,
+    logs_command,
+    sla_commands,
+    status_command,
+    verify_command,
+)
 from daemon import config as config_mod
 from daemon import logging as logmod
-from daemon import verify as verify_command
 from daemon.errors import ConfigError, UsageError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

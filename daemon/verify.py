@@ -19,23 +19,18 @@ check runs outside any transaction.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
-from daemon import sla
-from daemon.config import Config
 from daemon.config_desk import SlaConfig
-from daemon.errors import UsageError
 from daemon.spool import DIRS, SUFFIX
 from storage import outbox as box
 from storage.engine import Database
@@ -79,11 +74,11 @@ class Context:
     now: float = field(default_factory=time.time)
 
 
-def _n(value: int) -> str:
+def count_text(value: int) -> str:
     return f"{value:,}"
 
 
-class _Problems:
+class Problems:
     """One kind of problem: how many were found, the first few examples, and the fix."""
 
     def __init__(self, severity: str, what: str, fix: str) -> None:
@@ -97,17 +92,19 @@ class _Problems:
             self.examples.append(example)
 
 
-def _report(check: str, ok_summary: str, problems: Sequence[_Problems]) -> list[Finding]:
+def report(check: str, ok_summary: str, problems: Sequence[Problems]) -> list[Finding]:
     """A finding per kind of problem found, or one ``ok`` finding saying what was checked."""
     found = [
-        Finding(check, p.severity, f"{p.what}: {_n(p.count)}", p.count, tuple(p.examples), p.fix)
+        Finding(
+            check, p.severity, f"{p.what}: {count_text(p.count)}", p.count, tuple(p.examples), p.fix
+        )
         for p in problems
         if p.count
     ]
     return found or [Finding(check, OK, ok_summary)]
 
 
-def _ranges(db: Database, stmt_for: Callable[[int], Any]) -> Iterator[Sequence[Any]]:
+def id_ranges(db: Database, stmt_for: Callable[[int], Any]) -> Iterator[Sequence[Any]]:
     """Rows of ``stmt_for(last_id)`` (ordered by id, id first), one transaction per batch."""
     last = 0
     while True:
@@ -150,7 +147,7 @@ def check_integrity(ctx: Context) -> list[Finding]:
         Finding(
             "integrity",
             ERROR,
-            f"PRAGMA integrity_check: {_n(len(lines))} problems",
+            f"PRAGMA integrity_check: {count_text(len(lines))} problems",
             len(lines),
             tuple(lines[:EXAMPLES]),
             "stop the daemon, restore the newest `buzon backup`, or try `sqlite3 buzon.db "
@@ -168,7 +165,7 @@ def _by_size(db: Database, model: Any) -> Iterator[list[int]]:
     Sizes come from the database's own ``length()`` of the column, not the rows' bytes, so
     a batch of big messages is cut before it is loaded.
     """
-    for rows in _ranges(
+    for rows in id_ranges(
         db,
         lambda last: (
             select(model.id, func.coalesce(func.length(model.raw), 0))
@@ -188,7 +185,7 @@ def _by_size(db: Database, model: Any) -> Iterator[list[int]]:
 
 
 def check_raw_hashes(ctx: Context) -> list[Finding]:
-    bad = _Problems(
+    bad = Problems(
         ERROR,
         "rows whose bytes do not match their hash",
         "the stored bytes changed after the commit (disk or manual edit): restore those rows "
@@ -221,14 +218,16 @@ def check_raw_hashes(ctx: Context) -> list[Finding]:
                 )
             elif own is not None and hashlib.sha256(own).hexdigest() != sha:
                 bad.add(f"delivery {pk}: raw bytes do not hash to raw_sha256 {sha[:12]}…")
-    return _report("raw-hashes", f"{_n(messages)} messages, {_n(deliveries)} deliveries", [bad])
+    return report(
+        "raw-hashes", f"{count_text(messages)} messages, {count_text(deliveries)} deliveries", [bad]
+    )
 
 
 # -- 3. states and references --------------------------------------------------------------
 
 
-def _unknown(ctx: Context, model: Any, column: Any, known: Sequence[str], what: str) -> _Problems:
-    found = _Problems(
+def _unknown(ctx: Context, model: Any, column: Any, known: Sequence[str], what: str) -> Problems:
+    found = Problems(
         ERROR,
         f"{what} rows in an unknown state (known: {', '.join(known)})",
         "set the row to a known state by hand, or restore it from a backup; report the bug",
@@ -241,9 +240,9 @@ def _unknown(ctx: Context, model: Any, column: Any, known: Sequence[str], what: 
     return found
 
 
-def _merge_chains(ctx: Context) -> _Problems:
+def _merge_chains(ctx: Context) -> Problems:
     """Merged tickets must name an existing ticket, and following the names must end."""
-    found = _Problems(
+    found = Problems(
         ERROR,
         "merged tickets with a broken merge chain",
         "`buzon tickets split … --into` moves the messages back",
@@ -286,18 +285,18 @@ def check_states(ctx: Context) -> list[Finding]:
         _unknown(ctx, OutboxMail, OutboxMail.state, OUTBOX_STATES, "outbox mail"),
         _merge_chains(ctx),
     ]
-    dangling = _Problems(
+    dangling = Problems(
         ERROR,
         "messages pointing to a missing ticket",
         "restore the ticket from a backup, or clear ticket_id and "
         "`buzon quarantine retry` the message",
     )
-    counts = _Problems(
+    counts = Problems(
         WARNING,
         "tickets whose message_count is wrong",
         "harmless for intake; set message_count to the real count",
     )
-    unreasoned = _Problems(
+    unreasoned = Problems(
         WARNING, "quarantined messages without a reason", "report it: quarantine must say why"
     )
     with ctx.db.transaction() as s:
@@ -331,8 +330,8 @@ def check_states(ctx: Context) -> list[Finding]:
                 select(func.count()).select_from(Ticket).scalar_subquery(),
             )
         ).one()
-    summary = f"{_n(totals[0])} messages, {_n(totals[1])} tickets"
-    return _report("states", summary, [*problems, dangling, counts, unreasoned])
+    summary = f"{count_text(totals[0])} messages, {count_text(totals[1])} tickets"
+    return report("states", summary, [*problems, dangling, counts, unreasoned])
 
 
 # -- 4. spool ------------------------------------------------------------------------------
@@ -347,7 +346,7 @@ def _entry_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes().partition(b"\n")[2]).hexdigest()
 
 
-def _committed(ctx: Context, names: dict[str, list[str]]) -> tuple[_Problems, _Problems]:
+def _committed(ctx: Context, names: dict[str, list[str]]) -> tuple[Problems, Problems]:
     """Entries in new/ or cur/ already stored as a delivery: (same bytes, other bytes)."""
     root = ctx.spool_root
     queued = [
@@ -363,12 +362,12 @@ def _committed(ctx: Context, names: dict[str, list[str]]) -> tuple[_Problems, _P
                 )
             )
             stored.update((spool_id, sha) for spool_id, sha in rows)
-    committed = _Problems(
+    committed = Problems(
         WARNING,
         "entries committed but not removed from the spool",
         "start the daemon: its runner finds each already stored and removes it",
     )
-    clash = _Problems(
+    clash = Problems(
         ERROR,
         "spool entries whose id is a stored delivery with different bytes",
         "move them out of the spool and ingest them with `buzon ingest FILE`; report it",
@@ -394,7 +393,7 @@ def check_spool(ctx: Context) -> list[Finding]:
     names = {d: sorted(os.listdir(root / d)) for d in DIRS}
     queued = sum(1 for d in ("new", "cur") for n in names[d] if n.endswith(SUFFIX))
     committed, clash = _committed(ctx, names)
-    stale = _Problems(
+    stale = Problems(
         WARNING,
         "tmp/ files older than an hour",
         "never acknowledged: the daemon removes them at its next start",
@@ -406,7 +405,7 @@ def check_spool(ctx: Context) -> list[Finding]:
             continue
         if age > TMP_STALE:
             stale.add(f"tmp/{n} ({int(age // 60)} min old)")
-    bad = _Problems(
+    bad = Problems(
         WARNING,
         "entries quarantined in spool/bad",
         "`buzon quarantine list`, then `buzon quarantine retry ID`",
@@ -414,8 +413,10 @@ def check_spool(ctx: Context) -> list[Finding]:
     for n in names["bad"]:
         if n.endswith(SUFFIX):
             bad.add(f"bad/{n}")
-    summary = f"{_n(queued)} waiting or in progress, none committed, nothing stale or quarantined"
-    return _report("spool", summary, [clash, committed, stale, bad])
+    summary = (
+        f"{count_text(queued)} waiting or in progress, none committed, nothing stale or quarantined"
+    )
+    return report("spool", summary, [clash, committed, stale, bad])
 
 
 # -- 5. outbox -----------------------------------------------------------------------------
@@ -446,15 +447,15 @@ def check_outbox(ctx: Context) -> list[Finding]:
             "report it: a failure must say why",
         ),
     ]
-    problems: list[_Problems] = []
+    problems: list[Problems] = []
     with ctx.db.transaction() as s:
         total = int(s.scalar(select(func.count()).select_from(o)) or 0)
         for what, where, fix in rules:
-            found = _Problems(ERROR, f"rows {what}", fix)
+            found = Problems(ERROR, f"rows {what}", fix)
             for pk, state in s.execute(select(o.id, o.state).where(where).order_by(o.id)):
                 found.add(f"outbox {pk} ({state})")
             problems.append(found)
-        twice = _Problems(
+        twice = Problems(
             ERROR,
             "tickets with two unsent acknowledgements",
             "cancel all but the oldest (state = 'cancelled')",
@@ -466,144 +467,4 @@ def check_outbox(ctx: Context) -> list[Finding]:
             .having(func.count() > 1)
         ):
             twice.add(f"ticket {tid}: {n} acknowledgements waiting")
-    return _report("outbox", f"{_n(total)} mails", [*problems, twice])
-
-
-# -- 6. SLA cache --------------------------------------------------------------------------
-
-
-def _sla_ids(ctx: Context) -> Iterator[list[int]]:
-    """Ids of the open, stamped tickets to replay: the newest ``sla_limit``, or all."""
-    base = select(Ticket.id).where(Ticket.status == "open", Ticket.sla_policy != "")
-    if ctx.sla_limit is not None:
-        with ctx.db.transaction() as s:
-            ids = list(s.scalars(base.order_by(Ticket.id.desc()).limit(ctx.sla_limit)))
-        for start in range(0, len(ids), BATCH):
-            yield ids[start : start + BATCH]
-        return
-    for rows in _ranges(ctx.db, lambda last: base.where(Ticket.id > last).order_by(Ticket.id)):
-        yield [int(r[0]) for r in rows]
-
-
-def check_sla_cache(ctx: Context) -> list[Finding]:
-    differ = _Problems(
-        ERROR,
-        "tickets storing deadlines their events do not give",
-        "`buzon sla explain REF` shows stored and replayed side by side; the events "
-        "are the truth: if the [sla] config did not change, report it",
-    )
-    unknown = _Problems(
-        WARNING,
-        "tickets whose policy or calendar is no longer configured",
-        "put it back in the [sla] config",
-    )
-    checked = 0
-    for ids in _sla_ids(ctx):
-        with ctx.db.transaction() as s:
-            for ticket in s.scalars(select(Ticket).where(Ticket.id.in_(ids))):
-                rows = sla.clock_rows(s, ticket)
-                if not rows:
-                    continue
-                checked += 1
-                # The same steps as `buzon sla explain` (daemon/sla_commands.py).
-                try:
-                    clocks, _, calendar = sla.replay(sla.history_of(rows), ctx.sla)
-                except sla.SlaError as exc:
-                    unknown.add(f"{ticket.ref}: {exc}")
-                    continue
-                replayed = sla.columns(clocks, calendar, ticket.alarms_sent or [], ctx.sla.at_risk)
-                stored = sla.stored_columns(ticket)
-                if replayed != stored:
-                    names = [
-                        f.name
-                        for f in fields(replayed)
-                        if getattr(replayed, f.name) != getattr(stored, f.name)
-                    ]
-                    differ.add(
-                        f"{ticket.ref}: {', '.join(names)} (`buzon sla explain {ticket.ref}`)"
-                    )
-    scope = "every open ticket" if ctx.sla_limit is None else f"newest {_n(ctx.sla_limit)} open"
-    differ.what += f" (of {_n(checked)}, {scope})"
-    return _report("sla-cache", f"{_n(checked)} tickets replayed ({scope})", [differ, unknown])
-
-
-CHECKS: tuple[Callable[[Context], list[Finding]], ...] = (
-    check_integrity,
-    check_raw_hashes,
-    check_states,
-    check_spool,
-    check_outbox,
-    check_sla_cache,
-)
-
-
-def run_checks(ctx: Context) -> list[Finding]:
-    """Every check's findings, in order."""
-    return [f for check in CHECKS for f in check(ctx)]
-
-
-def context(cfg: Config, db: Database, *, sla_limit: int | None = SLA_SAMPLE) -> Context:
-    return Context(
-        db, Path(cfg.storage.spool), cfg.desk.sla, cfg.desk.outbound.max_attempts, sla_limit
-    )
-
-
-def verify_config(cfg: Config, *, sla_limit: int | None = SLA_SAMPLE) -> list[Finding]:
-    """Open the configured database (never creating it) and run every check."""
-    path = cfg.sqlite_path()
-    if path is not None and not path.exists():
-        raise UsageError(f"no database at {path} yet: nothing to verify")
-    db = Database(cfg.storage.database)
-    try:
-        return run_checks(context(cfg, db, sla_limit=sla_limit))
-    finally:
-        db.dispose()
-
-
-# -- the command line ----------------------------------------------------------------------
-
-LABELS = {OK: "OK", INFO: "INFO", WARNING: "WARN", ERROR: "FAIL"}
-
-
-def format_findings(findings: Sequence[Finding]) -> list[str]:
-    lines: list[str] = []
-    for f in findings:
-        lines.append(f"{LABELS[f.severity]:<4} {f.check:<10}  {f.summary}")
-        lines.extend(f"       e.g. {e}" for e in f.examples)
-        if f.fix:
-            lines.append(f"       fix: {f.fix}")
-    return lines
-
-
-def verify(cfg: Config, args: argparse.Namespace) -> int:
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit: use a positive number of tickets, or --all")
-    limit = None if args.all else (args.limit or SLA_SAMPLE)
-    findings = verify_config(cfg, sla_limit=limit)
-    failed = any(f.severity == ERROR for f in findings)
-    if args.json:
-        print(
-            json.dumps(
-                {"ok": not failed, "findings": [asdict(f) for f in findings]}, ensure_ascii=False
-            )
-        )
-    else:
-        print("\n".join(format_findings(findings)))
-    return 1 if failed else 0
-
-
-def register(sub: Any) -> None:
-    """Add ``verify`` to the ``buzon`` parser."""
-    p = sub.add_parser("verify", help="check stored bytes, states, spool, outbox and SLA cache")
-    p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    p.add_argument("--all", action="store_true", help="replay every open ticket's SLA clocks")
-    p.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"replay the newest N open tickets (default {SLA_SAMPLE})",
-    )
-
-
-HANDLERS: dict[tuple[str, str | None], Any] = {("verify", None): verify}
+    return report("outbox", f"{count_text(total)} mails", [*problems, twice])

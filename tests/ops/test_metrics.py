@@ -25,7 +25,8 @@ from sqlalchemy import select, update
 
 import daemon.metrics as metrics_mod
 from daemon.config import Config, ImapAccount
-from daemon.metrics import EventTally, Metrics, MetricsServer
+from daemon.metrics import EventTally, Metrics
+from daemon.metrics_http import MetricsServer
 from daemon.parts import Parts, open_parts
 from daemon.scheduler import Scheduler
 from daemon.spool import Spool

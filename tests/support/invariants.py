@@ -1,6 +1,7 @@
 """The invariant check of RELIABILITY.md as one assertion, for any test that stored mail.
 
-It runs the checks of ``buzon verify`` (``daemon/verify.py``) in this process, so a
+It runs the checks of ``buzon verify`` (``daemon/verify.py``,
+``daemon/verify_command.py``) in this process, so a
 test that drove the daemon or the pipeline can end with ``assert_invariants(cfg)``.
 """
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon import config as config_mod
-from daemon.verify import ERROR, WARNING, Finding, format_findings, verify_config
+from daemon.verify import ERROR, WARNING, Finding
+from daemon.verify_command import format_findings, verify_config
 
 
 def assert_invariants(
