@@ -279,6 +279,7 @@ def classify(work: Work) -> None:
         return  # the PBX's notice says nothing of the matter: the transcript is classified
     earlier = [m.received_at for m in ticket.messages if m is not msg and m.id != msg.id]
     c = work.triager.classify(facts_for(msg, work.envelope, max(earlier, default=None)))
+    work.flags_raised = tuple(c.flags.raised)
     if ticket.message_count <= 1 and not ticket.category:
         apply_classification(work.session, ticket, msg, c, work.now)
         work.events.append(

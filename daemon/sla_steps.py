@@ -47,20 +47,12 @@ def stamp(work: Work) -> None:
         work.events.append(("ticket.responded", {"agent": work.agent, "via": "mail"}))
         return
     reopening = ticket.status == "closed"
-    chase = CHASE_FLAG in _flags_of(work)
+    chase = CHASE_FLAG in work.flags_raised
     sla.customer_message(
         work.session, ticket, cfg, work.now, at=msg.received_at, message=msg, chase=chase
     )
     if reopening:
         work.events.append(("ticket.reopened", {"status": ticket.status}))
-
-
-def _flags_of(work: Work) -> list[str]:
-    """The flags classification raised on this message (recorded by the classify step)."""
-    for kind, data in reversed(work.events):
-        if kind == "message.flagged":
-            return list(data.get("flags", []))
-    return []
 
 
 def _no_ack_reason(work: Work) -> str:

@@ -61,6 +61,7 @@ class Work:
     fingerprint: str = ""  # triage.similarity.fingerprint of subject and own text
     reply_key: str = ""  # the reply-token key, read once per message (daemon.ticketops)
     opened: bool = False  # this message opened its ticket
+    flags_raised: tuple[str, ...] = ()  # this message's own flags (a chase leaves clocks alone)
     outcome: str = ""
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
