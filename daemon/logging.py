@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _METHODS = {**LEVELS, "warn": 30, "exception": 40, "critical": 50, "fatal": 50}
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09,)}
+_HAS_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def escape_control_characters(
@@ -31,7 +33,7 @@ def escape_control_characters(
     hostile subject could forge log lines on a terminal.
     """
     for key, value in event_dict.items():
-        if isinstance(value, str) and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        if isinstance(value, str) and _HAS_CONTROL.search(value):
             event_dict[key] = value.translate(_CONTROL)
     return event_dict
 

@@ -7,6 +7,8 @@ at the boundary so no caller has to remember them.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +82,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# In ASCII JSON a NUL is written \u0000 and a surrogate \ud800-\udfff: one C-speed dump
+# and one search tell whether a document needs the walk (almost none do).
+_SUSPECT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
 def clean_json(value: Any) -> Any:
     """Sanitise every string inside a JSON-able value (keys included)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    try:
+        if not _SUSPECT.search(json.dumps(value)):
+            return value
+    except (TypeError, ValueError):
+        pass  # not plain JSON (a tuple key, say): the walk below copes or says why
     return _clean_json(value)
