@@ -1,11 +1,13 @@
 """Writing a ticket's mail to the outbox: who it goes to, what it answers, its Message-ID.
 
 The pipeline (acknowledgements), the scheduler (follow-ups, last notices,
-breach notices) and agent commands (replies) all go through ``Outbound.write``,
-which composes with ``daemon.outmail`` and adds the row in the caller's
-transaction: the mail exists exactly when the ticket change that owes it does.
-Each Message-ID carries the ticket's reply token, so a customer's reply threads
-even when their client drops In-Reply-To.
+breach notices) and agent commands (replies) all queue through ``Outbound.row``
+(``write`` for one ORM row): the row is added in the caller's transaction, so the
+mail exists exactly when the ticket change that owes it does. The row holds the
+Message-ID and a spec; the sender calls ``compose_row`` at its first claim, which
+builds the bytes with ``daemon.outmail`` (threading headers from the ticket's
+messages as they are then). Each Message-ID carries the ticket's reply token, so a
+customer's reply threads even when their client drops In-Reply-To.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.config_desk import OutboundConfig
-from daemon.outmail import Kind, Outgoing, Sender, Templates, compose
+from daemon.outmail import Kind, Outgoing, Sender, Templates, check, compose
 from storage import outbox
 from storage import settings as settings_repo
 from storage.models import Message, OutboxMail, Ticket
@@ -29,14 +32,14 @@ from triage.durations import Duration
 MAX_REFERENCES = 20
 
 
-def thread_ids(session: Session, ticket: Ticket) -> list[str]:
+def thread_ids(session: Session, ticket_id: int | None) -> list[str]:
     """Message-IDs of the ticket's stored messages, oldest first (ids only: never the raw)."""
-    if ticket.id is None:
+    if ticket_id is None:
         return []
     rows = session.execute(
         select(Message.message_id)
         .where(
-            Message.ticket_id == ticket.id,
+            Message.ticket_id == ticket_id,
             Message.state == "done",
             Message.message_id_generated.is_(False),
         )
@@ -68,7 +71,7 @@ def spoken(duration: Duration, language: str) -> str:
 
 
 class Outbound:
-    """Composes ticket mail from the templates and queues it."""
+    """Queues ticket mail as a spec and composes it from the templates when it is sent."""
 
     def __init__(self, cfg: OutboundConfig, templates: Templates | None = None) -> None:
         self.cfg = cfg
@@ -76,6 +79,64 @@ class Outbound:
         self.sender = Sender(cfg.from_address, cfg.from_name, cfg.envelope_from)
         self.domain = cfg.from_address.rpartition("@")[2] or "buzon.invalid"
         self._key = ""
+
+    def key(self, session: Session, now: datetime) -> str:
+        """The reply-token key: one per database, never changed, so read once."""
+        if not self._key:
+            self._key = settings_repo.get_or_create(
+                session, settings_repo.REPLY_TOKEN_KEY, replytoken.new_key, now
+            )
+        return self._key
+
+    def row(
+        self,
+        session: Session,
+        *,
+        ticket_id: int | None,
+        ref: str,
+        subject: str,
+        language: str,
+        kind: Kind,
+        now: datetime,
+        values: Mapping[str, str] | None = None,
+        to: str,
+        to_name: str = "",
+        due: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The outbox row that queues ``kind`` (column values, for one insert or many).
+
+        What can be wrong with the mail is found here, in the caller's transaction: a
+        recipient no relay can take, or values the template does not have (ValueError).
+        Composing waits for the sender, so a pass that owes thousands of mails only
+        writes rows, and the bytes are built once, by whoever sends them.
+        """
+        check(kind, values or {}, to)
+        message_id = replytoken.message_id_for(
+            ref, self.key(session, now), uuid.uuid4().hex[:16], self.domain
+        )
+        spec = {
+            "kind": kind,
+            "to": to,
+            "to_name": to_name,
+            "language": language or "es",
+            "ref": ref,
+            "subject": subject,
+            "values": dict(values or {}),
+        }
+        return {
+            "ticket_id": ticket_id,
+            "kind": kind,
+            "recipient": to,
+            "envelope_from": self.sender.envelope_from,
+            "message_id": message_id,
+            "subject": "",
+            "spec": spec,
+            "raw": None,
+            "state": outbox.PENDING,
+            "attempts": 0,
+            "created_at": now,
+            "due_at": due or now,
+        }
 
     def write(
         self,
@@ -89,49 +150,49 @@ class Outbound:
         to_name: str = "",
         due: datetime | None = None,
     ) -> OutboxMail:
-        """Compose ``kind`` for ``ticket`` and add it to the outbox (not flushed)."""
-        if not self._key:  # one per database, never changed: read it once
-            self._key = settings_repo.get_or_create(
-                session, settings_repo.REPLY_TOKEN_KEY, replytoken.new_key, now
-            )
-        key = self._key
-        ref = ticket.ref or ""
-        ids = thread_ids(session, ticket) if kind != "breach" else []
+        """Queue ``kind`` for ``ticket`` in the outbox (added, not flushed)."""
+        values_ = self.row(
+            session,
+            ticket_id=ticket.id,
+            ref=ticket.ref or "",
+            subject=ticket.subject,
+            language=ticket.language or "es",
+            kind=kind,
+            now=now,
+            values=values,
+            to=to or ticket.requester,
+            to_name=to_name,
+            due=due,
+        )
+        return outbox.enqueue(session, OutboxMail(**values_))
+
+    def compose_row(self, session: Session, row: OutboxMail, now: datetime) -> None:
+        """Build a queued row's bytes from its spec (ValueError when they cannot be)."""
+        spec = row.spec or {}
+        kind = cast(Kind, spec.get("kind", row.kind))
+        ref = str(spec.get("ref", ""))
+        ids = thread_ids(session, row.ticket_id) if kind != "breach" else []
         references = tuple(ids[:1] + ids[1:][-(MAX_REFERENCES - 1) :]) if ids else ()
-        message_id = replytoken.message_id_for(ref, key, uuid.uuid4().hex[:16], self.domain)
-        recipient = to or ticket.requester
+        reply_to = ""
+        if kind != "breach":
+            reply_to = replytoken.plus_address(self.cfg.from_address, ref, self.key(session, now))
         composed = compose(
             Outgoing(
                 kind=kind,
-                to=recipient,
-                to_name=to_name,
-                language=ticket.language or "es",
+                to=str(spec.get("to", row.recipient)),
+                to_name=str(spec.get("to_name", "")),
+                language=str(spec.get("language", "es")),
                 ref=ref,
-                subject=ticket.subject,
+                subject=str(spec.get("subject", "")),
                 in_reply_to=ids[-1] if ids else "",
                 references=references,
-                reply_to=replytoken.plus_address(self.cfg.from_address, ref, key)
-                if kind != "breach"
-                else "",
-                values=dict(values or {}),
+                reply_to=reply_to,
+                values={str(k): str(v) for k, v in dict(spec.get("values", {})).items()},
             ),
             sender=self.sender,
-            message_id=message_id,
+            message_id=row.message_id,
             templates=self.templates,
             now=now,
         )
-        return outbox.enqueue(
-            session,
-            OutboxMail(
-                ticket_id=ticket.id,
-                kind=kind,
-                recipient=composed.recipient,
-                envelope_from=composed.envelope_from,
-                message_id=composed.message_id,
-                subject=composed.subject,
-                raw=composed.raw,
-                attempts=0,
-                created_at=now,
-                due_at=due or now,
-            ),
-        )
+        row.recipient, row.envelope_from = composed.recipient, composed.envelope_from
+        row.subject, row.raw = composed.subject, composed.raw

@@ -6,7 +6,9 @@ once (no retry storm). A connection lost once DATA began is ambiguous (the relay
 may have queued it): retried with the same bytes, so the receiver drops the copy
 by its Message-ID. Trouble before any mail is offered (greeting, EHLO, STARTTLS,
 AUTH) is the relay's, not the mail's: deferred like a 4xx even on a 5xx, so a
-wrong password cannot fail the whole queue in one batch. Rows are claimed and
+wrong password cannot fail the whole queue in one batch. A row queued as a spec
+is composed at its first claim, in the claiming transaction, and keeps those bytes
+for every attempt; one that cannot be composed fails with the reason. Rows are claimed and
 settled in short transactions on worker threads: the event loop never waits on
 the database.
 """
@@ -26,9 +28,12 @@ from typing import Literal, TypeGuard
 import aiosmtplib
 from aiosmtplib.typing import Default
 from sqlalchemy import inspect
+from sqlalchemy.orm import Session
 
 from daemon.config_desk import OutboundConfig
 from daemon.logging import get_logger
+from daemon.outbound import Outbound
+from daemon.outmail import TemplateError
 from storage import outbox as box
 from storage.engine import Database
 from storage.models import OutboxMail
@@ -193,6 +198,7 @@ class OutboxSender:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned_no_relay = False
         self._config_problem = ""
+        self._outbound: Outbound | None = None
 
     async def run(self, stop: asyncio.Event, poll: float = 1.0) -> None:
         """Send until ``stop`` is set, waking every ``poll`` seconds or on ``wake()``."""
@@ -298,14 +304,24 @@ class OutboxSender:
         self._config_problem = problem
         return None if problem else password
 
+    def _composer(self) -> Outbound:
+        # Built from the live settings: a reload that replaced ``cfg`` (new templates,
+        # new from address) composes the rows claimed after it.
+        if self._outbound is None or self._outbound.cfg is not self.cfg:
+            self._outbound = Outbound(self.cfg)
+        return self._outbound
+
     def _claim(self) -> list[_Job]:
+        now = self.clock()
         with self.db.transaction() as s:
-            rows = box.claim_due(s, self.holder, self.clock(), self.lease, self.batch)
+            rows = box.claim_due(s, self.holder, now, self.lease, self.batch)
             jobs = []
             for row in rows:
+                if row.raw is None and not self._compose(s, row, now):
+                    continue
                 # A row leased to a sender that died still names it (settled rows name nobody).
                 before = inspect(row).attrs.claimed_by.history.deleted
-                assert row.claimed_until is not None
+                assert row.claimed_until is not None and row.raw is not None
                 jobs.append(
                     _Job(
                         row.id,
@@ -320,6 +336,26 @@ class OutboxSender:
                     )
                 )
             return jobs
+
+    def _compose(self, s: Session, row: OutboxMail, now: datetime) -> bool:
+        """Build a queued row's bytes once; a mail that cannot be built fails, said why."""
+        try:
+            self._composer().compose_row(s, row, now)
+        except (ValueError, KeyError, TemplateError) as exc:
+            row.state, row.claimed_by, row.claimed_until = box.FAILED, "", None
+            row.last_error = f"cannot compose: {exc}"
+            self.stats.failed += 1
+            self.log.error(
+                "outbox.failed",
+                outbox_id=row.id,
+                kind=row.kind,
+                ticket_id=row.ticket_id,
+                recipient=row.recipient,
+                error=row.last_error,
+                fix="fix the template or the recipient, then `buzon outbox retry`",
+            )
+            return False
+        return True
 
     def _ours(self, row: OutboxMail | None) -> TypeGuard[OutboxMail]:
         return row is not None and row.state == box.SENDING and row.claimed_by == self.holder

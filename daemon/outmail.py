@@ -4,17 +4,20 @@ Pure composition: no database, no network. ``daemon/templates/<lang>/<kind>.txt`
 ship in es, en and bg; a same-named file under ``[outbound] templates`` replaces
 one. A file is ``Subject: <template>``, a blank line, then the body, both
 ``string.Template``; all are checked at load so a typo stops the daemon at start,
-not at 3 a.m. The subject must carry ``[$ref]``: threading finds replies by it.
-A body line of nothing but placeholders that all came out empty is dropped.
+not at 3 a.m. The subject of mail a customer answers (``THREADED``) must carry
+``[$ref]``: threading finds replies by it. A body line of nothing but
+placeholders that all came out empty is dropped.
 
-Placeholders (``FIELDS``): every kind has ``ref``, ``subject``, ``customer_name``
-(default ``to_name``, else ``to``) and ``desk_name`` (default the sender's name);
+Placeholders (``FIELDS``): every kind has ``customer_name`` (default ``to_name``,
+else ``to``) and ``desk_name`` (default the sender's name), every kind but breach
+``ref`` and ``subject``;
 the caller passes the rest, already formatted, in ``Outgoing.values``:
 ack ``respond_by``, ``calendar_note`` (may be ""); followup ``followup_number``,
 ``waiting_since``, ``close_on``; last_notice ``close_on``, ``reopen_within``;
-reply ``body`` (may span lines), ``agent``; breach ``clock``, ``deadline``,
-``team``, ``ticket_link`` (a URL, else the ref). A language not shipped gets
-English, the one a stranger most likely reads.
+reply ``body`` (may span lines), ``agent``; breach (one digest per notify address
+and scheduler batch) ``count``, ``team`` and ``breaches``, a line per breached
+deadline (may span lines). A language not shipped gets English, the one a
+stranger most likely reads.
 
 Headers (RFC 3834, LOOP-08): our ``Message-ID``, ``In-Reply-To``/``References``,
 ``Auto-Submitted`` on every mail (``no`` on a human's reply, so each mail says
@@ -67,8 +70,12 @@ FIELDS: dict[Kind, frozenset[str]] = {
     "followup": _COMMON | {"followup_number", "waiting_since", "close_on"},
     "last_notice": _COMMON | {"close_on", "reopen_within"},
     "reply": _COMMON | {"body", "agent"},
-    "breach": _COMMON | {"clock", "deadline", "team", "ticket_link"},
+    "breach": _COMMON - {"ref", "subject"} | {"count", "team", "breaches"},
 }
+# Kinds a customer answers: their subject carries the [$ref] tag replies thread by. A
+# breach digest goes to the desk's own people, names many tickets and answers none.
+THREADED: frozenset[Kind] = frozenset({"ack", "followup", "last_notice", "reply"})
+_MULTILINE = frozenset({"body", "breaches"})  # values that may span lines
 MAX_REFERENCES = 20
 _MAX_ID = 250  # a longer id cannot be folded and would be encoded, breaking threading
 
@@ -115,7 +122,7 @@ def _read(path: Path | Traversable, kind: Kind) -> Template:
     if len(lines) < 2 or lines[1].strip():
         raise TemplateError(f"{where}: the Subject line must be followed by one blank line")
     tpl = Template(lines[0].removeprefix("Subject:").strip(), "\n".join(lines[2:]).rstrip() + "\n")
-    if "[$ref]" not in tpl.subject and "[${ref}]" not in tpl.subject:
+    if kind in THREADED and "[$ref]" not in tpl.subject and "[${ref}]" not in tpl.subject:
         raise TemplateError(f"{where}: subject lacks the tag [$ref] replies thread by; add it")
     allowed = ", ".join(f"${name}" for name in sorted(FIELDS[kind]))
     for part in (tpl.subject, tpl.body):
@@ -252,12 +259,25 @@ def _msg_ids(ids: tuple[str, ...], last: str) -> list[str]:
     return clean
 
 
+def check(kind: Kind, values: Mapping[str, str], to: str) -> None:
+    """What ``compose`` would refuse in a kind, its values or its recipient: ValueError.
+
+    Run when a mail is queued, so the caller that owes it hears of the problem then,
+    not the sender at some later claim.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    allowed, required = FIELDS[kind] - {"ref", "subject"}, FIELDS[kind] - _COMMON
+    if unknown := set(values) - allowed:
+        raise ValueError(f"{kind}: unknown values {sorted(unknown)}; allowed {sorted(allowed)}")
+    if missing := required - set(values):
+        raise ValueError(f"{kind}: missing values {sorted(missing)}")
+    for pattern, problem in _ADDRESS_PROBLEMS:  # the full parse waits for ``compose``
+        if re.search(pattern, to):
+            raise ValueError(f"recipient address {to!r} {problem}")
+
+
 def _values(out: Outgoing, sender: Sender) -> dict[str, str]:
-    allowed, required = FIELDS[out.kind] - {"ref", "subject"}, FIELDS[out.kind] - _COMMON
-    if unknown := set(out.values) - allowed:
-        raise ValueError(f"{out.kind}: unknown values {sorted(unknown)}; allowed {sorted(allowed)}")
-    if missing := required - set(out.values):
-        raise ValueError(f"{out.kind}: missing values {sorted(missing)}")
     ref = header_text(out.ref)
     # The ticket's subject may already carry our tag; the template adds it once.
     subject = " ".join(header_text(out.subject).replace(f"[{ref}]", " ").split())
@@ -321,17 +341,17 @@ def compose(
     out: Outgoing, *, sender: Sender, message_id: str, templates: Templates, now: datetime
 ) -> Composed:
     """The mail ``out`` describes, from ``sender``; ValueError for a bad address or value."""
-    if out.kind not in KINDS:
-        raise ValueError(f"unknown kind {out.kind!r}; use one of {', '.join(KINDS)}")
+    check(out.kind, out.values, out.to)
+    addr_spec(out.to, "recipient")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware: the Date header needs a real offset")
     if len(message_id) > _MAX_ID or not _MSG_ID.fullmatch(message_id):
         raise ValueError(f"message_id {message_id!r} is not id@domain without angle brackets")
-    to = addr_spec(out.to, "recipient")
+    to = out.to
     from_address = addr_spec(sender.from_address, "from")
     if sender.envelope_from:
         addr_spec(sender.envelope_from, "envelope-from")
-    if not header_text(out.ref):
+    if out.kind in THREADED and not header_text(out.ref):
         raise ValueError("ref must not be empty: the subject tag threads replies")
     lang = language_for(out.language)
     tpl = templates.get(out.kind, lang)
@@ -357,7 +377,7 @@ def compose(
     if out.kind != "reply":
         msg["Precedence"] = "bulk"
     # Only the agent's text may span lines; names and dates stay on theirs.
-    body = {k: body_text(v) if k == "body" else header_text(v) for k, v in values.items()}
+    body = {k: body_text(v) if k in _MULTILINE else header_text(v) for k, v in values.items()}
     msg.set_content(_body(tpl.body, body), charset="utf-8")  # 7-bit: see the docstring
     msg["Content-Language"] = lang  # after set_content, which clears Content-* headers
     raw = msg.as_bytes()

@@ -3,44 +3,47 @@
 No timers live in memory: every ticket stores ``next_due_at`` (indexed), the
 earliest moment it needs the scheduler, so a restart loses nothing and a pass
 after downtime catches up. A pass claims due tickets in batches (``FOR UPDATE
-SKIP LOCKED``: instances on one PostgreSQL share the work) and for each one
-replays its clock events (``daemon.sla``) and, at ``now``:
+SKIP LOCKED``: instances on one PostgreSQL share the work), decides each one from
+its columns and clock snapshot (``daemon.scheduler_plan``; a ticket without a
+snapshot is replayed from its events), then writes the whole batch at once: the
+mails as outbox rows, the events, the new columns, in one transaction. A crash
+therefore keeps both a change and the mail it owes, or neither; the alarm keys
+make every warning once-only across passes. The log lines of a batch are written
+after it commits, so a batch rolled back never logs what it did not do.
 
-* ``close_due`` passed: queue the last notice, close it (``closed``, reason ``auto``);
-* else ``followup_due`` passed: queue a follow-up (``followup_sent``); one per pass,
-  and the next is counted from now, so a long downtime never sends a burst;
-* every at-risk or breach alarm whose moment passed and whose key is not yet in
-  ``alarms_sent``: log ``sla.at_risk``/``sla.breached``, record an ``sla_alarm``
-  event and the key; a breach also queues a notice to the team's ``[sla.notify]``
-  address. An at-risk alarm found with its breach also due is marked, not logged.
-
-Each mail is written in the transaction that records it, so a crash between the
-two is impossible; the alarm keys make every warning once-only across replays.
+Mail is queued, not composed: the sender composes each row when it claims it
+(``daemon.outbound``), so a pass that owes thousands of mails writes rows only.
+A batch whose write fails for a reason other than the database being unavailable
+is done again one ticket at a time; a ticket that still fails is retried in
+``RETRY_BROKEN``, and every other ticket's deadlines go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy import Table, Update, and_, bindparam, insert, or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from daemon import sla
 from daemon.config_desk import SlaConfig
 from daemon.logging import get_logger
-from daemon.outbound import Outbound, spoken, when
-from daemon.outmail import Kind
+from daemon.outbound import Outbound
+from daemon.scheduler_plan import Due, Mail, Plan, decide
+from storage import outbox
 from storage.engine import Database
-from storage.models import Ticket, TicketEvent
+from storage.models import OutboxMail, Ticket, TicketEvent
+from triage import clock_state
 from triage import clocks as ck
-from triage.calendar import Calendar
-from triage.durations import Duration
 
 
 @dataclass
@@ -59,9 +62,76 @@ class PassReport:
 
 RETRY_BROKEN = timedelta(minutes=15)  # a ticket whose handling failed unexpectedly
 
+_TICKETS = cast(Table, Ticket.__table__)
+_EVENTS = cast(Table, TicketEvent.__table__)
+_OUTBOX = cast(Table, OutboxMail.__table__)
+_T = _TICKETS.c
+_READ = (
+    _T.id,
+    _T.ref,
+    _T.subject,
+    _T.requester,
+    _T.language,
+    _T.team,
+    _T.assigned_to,
+    _T.status,
+    _T.sla_policy,
+    _T.alarms_sent,
+    _T.clocks,
+    _T.waiting_since,
+    _T.closed_at,
+    _T.next_due_at,
+    _T.assign_by,
+    _T.respond_by,
+    _T.followup_due_at,
+    _T.close_due_at,
+    _T.followups_sent,
+)
+_WRITE = (
+    "status",
+    "assign_by",
+    "respond_by",
+    "followup_due_at",
+    "close_due_at",
+    "followups_sent",
+    "next_due_at",
+    "alarms_sent",
+    "clocks",
+    "closed_at",
+    "waiting_since",
+)
+
+
+@functools.cache
+def _update(names: tuple[str, ...]) -> Update:
+    """UPDATE of just these columns, by id: a ticket's unchanged columns (and the indexes
+    over them) are left alone, which is most of them for a ticket that only had an alarm."""
+    return (
+        update(_TICKETS)
+        .where(_T.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in names})
+    )
+
+
+_RESCHEDULE = (
+    update(_TICKETS)
+    .where(_T.id == bindparam("b_id"))
+    .values(next_due_at=bindparam("b_next_due_at"))
+)
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A claimed batch: the plans to write, the tickets that failed, what to log after."""
+
+    plans: list[Plan]
+    failed: dict[int, datetime | None]  # ticket id -> next_due_at to set instead
+    logs: list[tuple[str, str, dict[str, Any]]]
+    mails: int = 0  # outbox rows written (a digest is one, whatever it lists)
 
 
 class Scheduler:
@@ -85,13 +155,21 @@ class Scheduler:
         report = PassReport()
         after: tuple[datetime, int] | None = None
         while True:
-            with self.db.transaction() as session:
-                tickets = self._claim(session, now, after)
-                if tickets:
-                    last = tickets[-1]
-                    after = (last.next_due_at or now, last.id)  # read before it is handled
-                self._handle_batch(session, tickets, now, report)
-            if len(tickets) < self.cfg.batch:
+            rows: list[Any] = []
+            try:
+                with self.db.transaction() as session:
+                    rows = self._claim(session, now, after)
+                    batch = self._batch(session, rows, now, report)
+            except (OperationalError, InterfaceError):
+                raise  # the database is away or busy: the next pass retries the lot
+            except Exception as exc:
+                if not rows:
+                    raise
+                batch = self._one_by_one(rows, now, report, exc)
+            if rows:
+                after = (rows[-1].next_due_at or now, rows[-1].id)
+            self._emit(batch.logs)
+            if len(rows) < self.cfg.batch:
                 break
         report.seconds = time.perf_counter() - started
         if report.tickets:
@@ -126,7 +204,7 @@ class Scheduler:
 
     def _claim(
         self, session: Session, now: datetime, after: tuple[datetime, int] | None
-    ) -> list[Ticket]:
+    ) -> list[Any]:
         """The next batch of due tickets, in (next_due_at, id) order after ``after``.
 
         Keyset order, not a list of handled ids: a pass over 10,000 due tickets would
@@ -135,193 +213,277 @@ class Scheduler:
         one that did not move is behind the key and never loops.
         """
         query = (
-            select(Ticket)
-            .options(defer(Ticket.triage), defer(Ticket.flags), defer(Ticket.match_text))
-            .where(Ticket.next_due_at <= now)
-            .order_by(Ticket.next_due_at, Ticket.id)
+            select(*_READ)
+            .where(_T.next_due_at <= now)
+            .order_by(_T.next_due_at, _T.id)
             .limit(self.cfg.batch)
             .with_for_update(skip_locked=True)
         )
         if after is not None:
             due, last_id = after
             query = query.where(
-                or_(Ticket.next_due_at > due, and_(Ticket.next_due_at == due, Ticket.id > last_id))
+                or_(_T.next_due_at > due, and_(_T.next_due_at == due, _T.id > last_id))
             )
-        return list(session.scalars(query))
+        return list(session.execute(query))
 
-    def _handle_batch(
-        self, session: Session, tickets: list[Ticket], now: datetime, report: PassReport
-    ) -> None:
-        rows: dict[int, list[TicketEvent]] = defaultdict(list)
-        ids = [t.id for t in tickets]
+    def _batch(
+        self, session: Session, rows: Sequence[Any], now: datetime, report: PassReport
+    ) -> _Batch:
+        """Decide every claimed ticket, then write the batch; counts go to ``report``."""
+        batch = _Batch([], {}, [])
+        replayed = self._replays(session, [r for r in rows if not _snapshot(r.clocks)])
+        for row in rows:
+            due = _due(row)
+            try:
+                clocks = replayed.get(due.id) or clock_state.decode(due.clocks)
+                policy, calendar = sla.policy_and_calendar(self.cfg, due.sla_policy)
+                batch.plans.append(decide(due, clocks, policy, calendar, cfg=self.cfg, now=now))
+            except sla.SlaError as exc:
+                batch.failed[due.id] = None  # not retried every pass; explain says why
+                batch.logs.append(_failed(due, str(exc), _FIX_CONFIG))
+            except Exception as exc:  # one bad ticket must not stop every other deadline
+                batch.failed[due.id] = now + RETRY_BROKEN
+                batch.logs.append(_failed(due, f"{type(exc).__name__}: {exc}", _FIX_REPORT))
+        stored = {row.id: {k: getattr(row, k) for k in _WRITE} for row in rows}
+        self._write(session, batch, now, stored)
+        report.tickets += len(rows)
+        report.errors += len(batch.failed)
+        report.mails += batch.mails
+        for plan in batch.plans:
+            report.followups += plan.followups
+            report.closed += plan.closes
+            report.at_risk += plan.at_risk
+            report.breached += plan.breached
+        return batch
+
+    def _replays(self, session: Session, rows: Sequence[Any]) -> dict[int, ck.Clocks]:
+        """Clocks of tickets without a snapshot (written before it existed), by replay."""
+        if not rows:
+            return {}
+        events: dict[int, list[TicketEvent]] = defaultdict(list)
+        ids = [r.id for r in rows]
         for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
-            for row in session.scalars(
+            for event in session.scalars(
                 select(TicketEvent)
                 .where(TicketEvent.ticket_id.in_(chunk), TicketEvent.kind.in_(sla.CLOCK_KINDS))
                 .order_by(TicketEvent.id)
             ):
-                rows[row.ticket_id].append(row)
-        for ticket in tickets:
-            report.tickets += 1
-            try:
-                with session.begin_nested():
-                    self._handle(session, ticket, rows[ticket.id], now, report)
-            except sla.SlaError as exc:
-                report.errors += 1
-                ticket.next_due_at = None  # not retried every pass; explain says why
-                self.log.error(
-                    "scheduler.ticket_failed",
-                    ticket=ticket.ref,
-                    error=str(exc),
-                    fix="configure the policy or calendar again; `buzon sla explain` checks it",
-                )
-            except Exception as exc:  # one bad ticket must not stop every other deadline
-                report.errors += 1
-                ticket.next_due_at = now + RETRY_BROKEN
-                self.log.error(
-                    "scheduler.ticket_failed",
-                    ticket=ticket.ref,
-                    error=f"{type(exc).__name__}: {exc}",
-                    fix=f"retried in {RETRY_BROKEN}; please report this with the ticket's events",
-                )
+                events[event.ticket_id].append(event)
+        out: dict[int, ck.Clocks] = {}
+        for tid in ids:
+            with contextlib.suppress(sla.SlaError):  # decided again, and reported, per ticket
+                out[tid] = sla.replay(sla.history_of(events[tid]), self.cfg, explain=False)[0]
+        return out
 
-    def _handle(
+    def _write(
         self,
         session: Session,
-        ticket: Ticket,
-        rows: list[TicketEvent],
+        batch: _Batch,
         now: datetime,
-        report: PassReport,
+        stored: dict[int, dict[str, Any]],
     ) -> None:
-        history = sla.history_of(rows)
-        clocks, policy, calendar = sla.replay(history, self.cfg)
-        log = self.log.bind(ticket=ticket.ref, policy=policy.name)
-        self._alarms(session, ticket, clocks, calendar=calendar, now=now, report=report)
-        tz = calendar.timezone.key
-        if clocks.close_due is not None and clocks.close_due <= now:
-            values = {
-                "close_on": when(now, tz, ticket.language),
-                "reopen_within": spoken(Duration.parse(self.cfg.reopen_within), ticket.language),
-            }
-            # Closed first: closing cancels pending follow-up mail, and the last notice
-            # queued after it must not be among them.
-            sla.close(session, ticket, self.cfg, now, reason="auto", by="scheduler", known=rows)
-            mail = self._mail(session, ticket, "last_notice", now=now, values=values, report=report)
-            report.closed += 1
-            log.info("ticket.auto_closed", waited_since=_iso(ticket.waiting_since), mail=mail)
-            return
-        if clocks.followup_due is not None and clocks.followup_due <= now:
-            number = clocks.followups_sent + 1
-            values = {
-                "followup_number": str(number),
-                "waiting_since": when(ticket.waiting_since or now, tz, ticket.language),
-                "close_on": when(clocks.close_due, tz, ticket.language) if clocks.close_due else "",
-            }
-            mail = self._mail(session, ticket, "followup", now=now, values=values, report=report)
-            sla.record(
-                session,
-                ticket,
-                "followup_sent",
-                self.cfg,
-                now,
-                data={"number": number, "outbox": mail or None},
-                known=rows,
-            )
-            report.followups += 1
-            log.info("ticket.followup_queued", number=number, mail=mail)
-            return
-        sla.write(ticket, clocks, policy, calendar, self.cfg)  # alarms_sent moved next_due_at
-
-    def _alarms(
-        self,
-        session: Session,
-        ticket: Ticket,
-        clocks: ck.Clocks,
-        *,
-        calendar: Calendar,
-        now: datetime,
-        report: PassReport,
-    ) -> None:
-        sent = list(ticket.alarms_sent or [])
-        due = [
-            a
-            for a in ck.alarms(clocks, calendar, self.cfg.at_risk)
-            if a.at <= now and a.key not in sent
+        """The batch's mails, events and columns, each in one statement."""
+        plans = batch.plans
+        closing = [p.ticket.id for p in plans if p.closes]
+        if closing:
+            outbox.cancel_pending_many(session, closing, sla.FOLLOWUP_KINDS, "ticket closed (auto)")
+        batch.mails = self._queue(session, plans, now)
+        events = [
+            {"ticket_id": p.ticket.id, "at": now, "kind": kind, "message_pk": None, "data": data}
+            for p in plans
+            for kind, data in p.events
         ]
-        breached = {a.clock for a in due if a.kind == "breached"}
-        for alarm in due:
-            sent.append(alarm.key)
-            quiet = alarm.kind == "at_risk" and alarm.clock in breached
-            data = {
-                "clock": alarm.clock,
-                "kind": alarm.kind,
-                "deadline": alarm.deadline.isoformat(),
-                "logged": not quiet,
-            }
-            if not quiet:
-                if alarm.kind == "breached":
-                    report.breached += 1
-                    data["notice"] = self._notify(session, ticket, alarm, now, report)
-                else:
-                    report.at_risk += 1
-                self.log.warning(
-                    f"sla.{alarm.kind}",
-                    ticket=ticket.ref,
-                    clock=alarm.clock,
-                    deadline=alarm.deadline.isoformat(),
-                    team=ticket.team,
-                    assigned_to=ticket.assigned_to,
+        if events:
+            session.execute(insert(_EVENTS), events)
+        changed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for p in plans:
+            before = stored[p.ticket.id]
+            names = tuple(k for k in _WRITE if p.columns[k] != before[k])
+            if names:
+                changed[names].append(
+                    {"b_id": p.ticket.id} | {f"b_{k}": p.columns[k] for k in names}
                 )
-            session.add(TicketEvent(ticket=ticket, kind="sla_alarm", at=now, data=data))
-        if due:
-            ticket.alarms_sent = sent
+        for names, params in changed.items():
+            session.execute(_update(names), params)
+        if batch.failed:
+            session.execute(
+                _RESCHEDULE,
+                [{"b_id": tid, "b_next_due_at": at} for tid, at in batch.failed.items()],
+            )
+        for plan in plans:
+            batch.logs.extend(_bind(plan, e) for e in plan.logs)
 
-    def _notify(
-        self, session: Session, ticket: Ticket, alarm: ck.Alarm, now: datetime, report: PassReport
-    ) -> int:
-        """Queue a breach notice to the team's address; the outbox id (0 when none is set)."""
-        address = self.cfg.notify_for(ticket.team)
-        if not address:
+    def _queue(self, session: Session, plans: Sequence[Plan], now: datetime) -> int:
+        """Queue every plan's mails, each id into the event that owes it; how many rows."""
+        if self.outbound is None:
             return 0
+        rows: list[dict[str, Any]] = []
+        owners: list[list[tuple[Plan, int, str]]] = []
+        digests: dict[str, list[tuple[Plan, Mail]]] = defaultdict(list)
+        for plan in plans:
+            t = plan.ticket
+            for mail in plan.mails:
+                if mail.kind == "breach":
+                    digests[mail.to].append((plan, mail))
+                    continue
+                if "@" not in mail.to:
+                    continue  # a phone number: the clock moves on without mail
+                try:
+                    rows.append(
+                        self.outbound.row(
+                            session,
+                            ticket_id=t.id,
+                            ref=t.ref,
+                            subject=t.subject,
+                            language=t.language,
+                            kind=mail.kind,
+                            now=now,
+                            values=mail.values,
+                            to=mail.to,
+                        )
+                    )
+                except ValueError as exc:
+                    plan.logs.append(
+                        (
+                            "warning",
+                            "ticket.mail_impossible",
+                            {"kind": mail.kind, "error": str(exc)},
+                        )
+                    )
+                    continue
+                owners.append([(plan, mail.event, mail.key)])
+        for address, lines in digests.items():
+            try:
+                rows.append(self._digest(session, address, lines, now))
+            except ValueError as exc:
+                self.log.warning("sla.notice_impossible", to=address, error=str(exc))
+                continue
+            owners.append([(plan, mail.event, mail.key) for plan, mail in lines])
+        ids = _insert_mail(session, rows)
+        for owed, mail_id in zip(owners, ids, strict=True):
+            for plan, event, key in owed:
+                if key:
+                    plan.events[event][1][key] = mail_id
+                plan.queued[event] = mail_id
+        return len(ids)
+
+    def _digest(
+        self, session: Session, address: str, lines: Sequence[tuple[Plan, Mail]], now: datetime
+    ) -> dict[str, Any]:
+        """One breach notice to ``address`` naming every deadline this batch found breached:
+        after a night of downtime the desk's admins get a list, not thousands of mails."""
+        assert self.outbound is not None
+        teams = sorted({mail.values["team"] for _, mail in lines})
         values = {
-            "clock": alarm.clock,
-            "deadline": alarm.deadline.isoformat(timespec="minutes"),
-            "team": ticket.team or "-",
-            "ticket_link": ticket.ref or "",
+            "count": str(len(lines)),
+            "team": ", ".join(teams),
+            "breaches": "\n".join(mail.values["line"] for _, mail in lines),
         }
-        return self._mail(
-            session, ticket, "breach", now=now, values=values, report=report, to=address
+        first = lines[0][0].ticket
+        return self.outbound.row(
+            session,
+            ticket_id=None,
+            ref="",
+            subject="",
+            language=first.language,
+            kind="breach",
+            now=now,
+            values=values,
+            to=address,
         )
 
-    def _mail(
-        self,
-        session: Session,
-        ticket: Ticket,
-        kind: Kind,
-        *,
-        now: datetime,
-        values: dict[str, str],
-        report: PassReport,
-        to: str = "",
-    ) -> int:
-        """Queue ``kind`` to ``to`` (default the requester); its outbox id, 0 when unsendable.
+    def _one_by_one(
+        self, rows: Sequence[Any], now: datetime, report: PassReport, exc: Exception
+    ) -> _Batch:
+        """The batch's write failed: each ticket on its own, so one cannot hold back the rest."""
+        self.log.error(
+            "scheduler.batch_failed",
+            tickets=len(rows),
+            error=f"{type(exc).__name__}: {exc}",
+            fix="each ticket is handled alone now; one that fails again is retried later",
+        )
+        done = _Batch([], {}, [])
+        for row in rows:
+            try:
+                with self.db.transaction() as session:
+                    mine = list(
+                        session.execute(
+                            select(*_READ)
+                            .where(_T.id == row.id, _T.next_due_at <= now)
+                            .with_for_update(skip_locked=True)
+                        )
+                    )
+                    one = self._batch(session, mine, now, report)
+            except Exception as again:
+                with self.db.transaction() as session:
+                    session.execute(
+                        _RESCHEDULE, [{"b_id": row.id, "b_next_due_at": now + RETRY_BROKEN}]
+                    )
+                report.tickets += 1
+                report.errors += 1
+                one = _Batch(
+                    [], {}, [_failed(_due(row), f"{type(again).__name__}: {again}", _FIX_REPORT)]
+                )
+            done.logs.extend(one.logs)
+        return done
 
-        An address no mail can carry (none, a phone number, one the composer refuses,
-        e.g. a non-ASCII local part our relay path cannot promise) is logged; the
-        clock still moves on, so a customer we cannot mail is still closed in time.
-        """
-        recipient = to or ticket.requester
-        if self.outbound is None or "@" not in recipient:
-            return 0
-        try:
-            mail = self.outbound.write(session, ticket, kind, now, values=values, to=recipient)
-        except ValueError as exc:
-            self.log.warning("ticket.mail_impossible", ticket=ticket.ref, kind=kind, error=str(exc))
-            return 0
-        session.flush()
-        report.mails += 1
-        return mail.id
+    def _emit(self, logs: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        for level, event, fields in logs:
+            getattr(self.log, level)(event, **fields)
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t else None
+_FIX_CONFIG = "configure the policy or calendar again; `buzon sla explain` checks it"
+_FIX_REPORT = f"retried in {RETRY_BROKEN}; please report this with the ticket's events"
+
+
+def _insert_mail(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert outbox rows; their ids, in order.
+
+    executemany and a look-up by Message-ID (unique), not RETURNING: SQLite would
+    insert the rows one statement each to return their ids in order.
+    """
+    if not rows:
+        return []
+    session.execute(insert(_OUTBOX), rows)
+    wanted = [r["message_id"] for r in rows]
+    found: dict[str, int] = {}
+    for chunk in (wanted[i : i + 500] for i in range(0, len(wanted), 500)):
+        query = select(_OUTBOX.c.id, _OUTBOX.c.message_id).where(_OUTBOX.c.message_id.in_(chunk))
+        found.update((mid, pk) for pk, mid in session.execute(query))
+    return [found[mid] for mid in wanted]
+
+
+def _snapshot(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("v") == clock_state.VERSION
+
+
+def _due(row: Any) -> Due:
+    return Due(
+        id=row.id,
+        ref=row.ref or "",
+        subject=row.subject or "",
+        requester=row.requester or "",
+        language=row.language or "es",
+        team=row.team or "",
+        assigned_to=row.assigned_to or "",
+        status=row.status,
+        sla_policy=row.sla_policy or "",
+        alarms_sent=tuple(row.alarms_sent or ()),
+        clocks=row.clocks if _snapshot(row.clocks) else None,
+        waiting_since=row.waiting_since,
+        closed_at=row.closed_at,
+    )
+
+
+def _failed(due: Due, error: str, fix: str) -> tuple[str, str, dict[str, Any]]:
+    return ("error", "scheduler.ticket_failed", {"ticket": due.ref, "error": error, "fix": fix})
+
+
+def _bind(plan: Plan, entry: tuple[str, str, dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+    """A plan's log line with the ticket (and for clock changes, the policy and mail)."""
+    level, event, fields = entry
+    extra: dict[str, Any] = {"ticket": plan.ticket.ref}
+    if event in ("ticket.auto_closed", "ticket.followup_queued"):
+        mail = plan.queued.get(len(plan.events) - 1, 0)  # the clock event is the last one
+        extra |= {"policy": plan.ticket.sla_policy, "mail": mail}
+    return level, event, extra | fields

@@ -29,6 +29,7 @@ from daemon.config_desk import SlaConfig
 from storage import outbox
 from storage import repository as repo
 from storage.models import Message, Ticket, TicketEvent
+from triage import clock_state
 from triage import clocks as ck
 from triage.calendar import Calendar
 from triage.policy import Policy, Selection, TicketFacts
@@ -146,11 +147,15 @@ def record(
 
 
 def _result(ticket: Ticket) -> dict[str, Any]:
-    cols = stored_columns(ticket)
+    return result_of(ticket.sla_policy, stored_columns(ticket))
+
+
+def result_of(policy: str, cols: Columns) -> dict[str, Any]:
+    """What a clock event set, as its ``result``: read by the audit trail without a replay."""
     return {
         name: value.isoformat() if isinstance(value, datetime) else value
         for name, value in (
-            ("policy", ticket.sla_policy),
+            ("policy", policy),
             ("status", cols.status),
             ("assign_by", cols.assign_by),
             ("respond_by", cols.respond_by),
@@ -226,17 +231,24 @@ def history_of(rows: Sequence[TicketEvent]) -> History:
     return History(policy, calendar, tuple(events), tuple(sources))
 
 
-def replay(history: History, sla: SlaConfig) -> tuple[ck.Clocks, Policy, Calendar]:
-    """The clocks a history gives under its recorded policy and that policy's calendar."""
-    policy = _policy(sla, history.policy)
+def policy_and_calendar(sla: SlaConfig, name: str) -> tuple[Policy, Calendar]:
+    """The configured policy ``name`` and its calendar; SlaError naming what is missing."""
+    policy = _policy(sla, name)
     try:
-        calendar = sla.calendar(policy.calendar)
+        return policy, sla.calendar(policy.calendar)
     except KeyError:
         raise SlaError(
             f"calendar {policy.calendar!r} of policy {policy.name!r} is not configured; "
             f"add [calendars.{policy.calendar}]"
         ) from None
-    return ck.replay(policy, calendar, history.events), policy, calendar
+
+
+def replay(
+    history: History, sla: SlaConfig, *, explain: bool = True
+) -> tuple[ck.Clocks, Policy, Calendar]:
+    """The clocks a history gives under its recorded policy and that policy's calendar."""
+    policy, calendar = policy_and_calendar(sla, history.policy)
+    return ck.replay(policy, calendar, history.events, explain=explain), policy, calendar
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -257,7 +269,12 @@ class Columns:
 
 
 def columns(
-    clocks: ck.Clocks, calendar: Calendar, alarms_sent: Sequence[str], at_risk: float
+    clocks: ck.Clocks,
+    calendar: Calendar,
+    alarms_sent: Sequence[str],
+    at_risk: float,
+    *,
+    alarms: Sequence[ck.Alarm] | None = None,
 ) -> Columns:
     return Columns(
         status="closed" if clocks.state == "closed" else "open",
@@ -266,7 +283,7 @@ def columns(
         followup_due_at=_utc(clocks.followup_due),
         close_due_at=_utc(clocks.close_due),
         followups_sent=clocks.followups_sent,
-        next_due_at=_utc(ck.next_due(clocks, alarms_sent, calendar, at_risk)),
+        next_due_at=_utc(ck.next_due(clocks, alarms_sent, calendar, at_risk, known=alarms)),
     )
 
 
@@ -280,6 +297,25 @@ def stored_columns(ticket: Ticket) -> Columns:
         followups_sent=ticket.followups_sent,
         next_due_at=ticket.next_due_at,
     )
+
+
+def differences(
+    ticket: Ticket, clocks: ck.Clocks, calendar: Calendar, sla: SlaConfig
+) -> dict[str, tuple[Any, Any]]:
+    """Where the ticket's stored cache disagrees with ``clocks`` (a replay): name -> (stored,
+    replayed). The snapshot counts too; a ticket without one (stamped before it existed)
+    is replayed by the scheduler, so its absence is no disagreement."""
+    replayed = columns(clocks, calendar, ticket.alarms_sent or [], sla.at_risk)
+    stored = stored_columns(ticket)
+    out = {
+        name: (getattr(stored, name), value)
+        for name in Columns.__dataclass_fields__
+        if (value := getattr(replayed, name)) != getattr(stored, name)
+    }
+    snapshot = clock_state.encode(clocks)
+    if ticket.clocks is not None and ticket.clocks != snapshot:
+        out["clocks"] = (ticket.clocks, snapshot)
+    return out
 
 
 def cache(ticket: Ticket, history: History, sla: SlaConfig) -> ck.Clocks:
@@ -301,6 +337,7 @@ def write(
     ticket.close_due_at = cols.close_due_at
     ticket.followups_sent = cols.followups_sent
     ticket.next_due_at = cols.next_due_at
+    ticket.clocks = clock_state.encode(clocks)
     if ticket.status != "merged":
         ticket.status = cols.status
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -82,15 +82,13 @@ def explain(cfg: Config, args: argparse.Namespace) -> int:
                 clocks, policy, calendar = sla.replay(history, cfg.desk.sla)
             except sla.SlaError as exc:
                 raise UsageError(str(exc)) from None
-            replayed = sla.columns(clocks, calendar, ticket.alarms_sent or [], cfg.desk.sla.at_risk)
-            stored = sla.stored_columns(ticket)
+            differ = sla.differences(ticket, clocks, calendar, cfg.desk.sla)
             report = _explanation(ticket.ref or "", history, clocks, policy.name, calendar.name)
-            report["stored_agrees"] = replayed == stored
-            if replayed != stored:
+            report["stored_agrees"] = not differ
+            if differ:
                 report["differences"] = {
-                    f.name: {"stored": _iso(getattr(stored, f.name)), "replayed": _iso(v)}
-                    for f in fields(replayed)
-                    if (v := getattr(replayed, f.name)) != getattr(stored, f.name)
+                    name: {"stored": _iso(stored), "replayed": _iso(replayed)}
+                    for name, (stored, replayed) in differ.items()
                 }
     finally:
         db.dispose()

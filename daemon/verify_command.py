@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +75,11 @@ def check_sla_cache(ctx: Context) -> list[Finding]:
                 checked += 1
                 # The same steps as `buzon sla explain` (daemon/sla_commands.py).
                 try:
-                    clocks, _, calendar = sla.replay(sla.history_of(rows), ctx.sla)
+                    clocks, _, calendar = sla.replay(sla.history_of(rows), ctx.sla, explain=False)
                 except sla.SlaError as exc:
                     unknown.add(f"{ticket.ref}: {exc}")
                     continue
-                replayed = sla.columns(clocks, calendar, ticket.alarms_sent or [], ctx.sla.at_risk)
-                stored = sla.stored_columns(ticket)
-                if replayed != stored:
-                    names = [
-                        f.name
-                        for f in fields(replayed)
-                        if getattr(replayed, f.name) != getattr(stored, f.name)
-                    ]
+                if names := sla.differences(ticket, clocks, calendar, ctx.sla):
                     differ.add(
                         f"{ticket.ref}: {', '.join(names)} (`buzon sla explain {ticket.ref}`)"
                     )

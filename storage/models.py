@@ -191,6 +191,9 @@ class Ticket(Base):
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     # Keys of the at-risk and breach alarms already emitted: each is logged once.
     alarms_sent: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
+    # The clocks as of the last event (``triage.clock_state``): what the scheduler reads
+    # instead of replaying every due ticket's history. NULL: not written yet, replay.
+    clocks: Mapped[dict[str, Any] | None] = mapped_column(SafeJSON, nullable=True)
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     incident: Mapped[Incident | None] = relationship(back_populates="tickets")
@@ -276,10 +279,11 @@ class Incident(Base):
 class OutboxMail(Base):
     """A mail Buzón owes somebody, written in the transaction that decided to send it.
 
-    ``raw`` is the whole message as built, so every attempt sends the same bytes
-    and Message-ID (a relay that took it before an ambiguous failure sees a
-    duplicate it can drop, never a new mail). ``state``: pending | sending |
-    sent | failed | cancelled; a sender claims due rows by a lease.
+    The row is queued with its Message-ID and a ``spec`` (kind, recipient, values);
+    the sender composes ``raw`` at its first claim and keeps it, so every attempt
+    sends the same bytes and Message-ID (a relay that took it before an ambiguous
+    failure sees a duplicate it can drop, never a new mail). ``state``: pending |
+    sending | sent | failed | cancelled; a sender claims due rows by a lease.
     """
 
     __tablename__ = "outbox"
@@ -294,7 +298,10 @@ class OutboxMail(Base):
     envelope_from: Mapped[str] = mapped_column(SafeString(998), default="")  # "" = null sender
     message_id: Mapped[str] = mapped_column(SafeString(998), unique=True)
     subject: Mapped[str] = mapped_column(SafeText, default="")
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # What the sender composes the mail from (``daemon.outbound``); ``raw`` is NULL
+    # until the first claim composes it, then every attempt sends those same bytes.
+    spec: Mapped[dict[str, Any] | None] = mapped_column(SafeJSON, nullable=True)
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -79,6 +79,23 @@ def cancel_pending(
     return rows
 
 
+def cancel_pending_many(
+    session: Session, ticket_ids: Sequence[int], kinds: Sequence[str], why: str
+) -> int:
+    """``cancel_pending`` for many tickets in one statement; how many rows it cancelled."""
+    result = session.execute(
+        update(OutboxMail)
+        .where(
+            OutboxMail.ticket_id.in_(list(ticket_ids)),
+            OutboxMail.state == PENDING,
+            OutboxMail.kind.in_(list(kinds)),
+        )
+        .values(state=CANCELLED, last_error=why)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def states(session: Session) -> dict[str, int]:
     """How many outbox rows are in each state."""
     rows = session.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state))

@@ -210,13 +210,25 @@ class Clocks:
 # -- The fold ------------------------------------------------------------------------------
 
 
-def replay(policy: Policy, calendar: Calendar, events: Sequence[Event]) -> Clocks:
+def replay(
+    policy: Policy, calendar: Calendar, events: Sequence[Event], *, explain: bool = True
+) -> Clocks:
     """The clocks after ``events``, from a ticket that has none yet."""
-    return reduce(lambda clocks, event: apply(clocks, event, policy, calendar), events, Clocks())
+    return reduce(
+        lambda clocks, event: apply(clocks, event, policy, calendar, explain=explain),
+        events,
+        Clocks(),
+    )
 
 
-def apply(clocks: Clocks, event: Event, policy: Policy, calendar: Calendar) -> Clocks:
-    """The clocks after one more event, with a step for every field it changed."""
+def apply(
+    clocks: Clocks, event: Event, policy: Policy, calendar: Calendar, *, explain: bool = True
+) -> Clocks:
+    """The clocks after one more event, with a step for every field it changed.
+
+    ``explain=False`` leaves ``steps`` alone: the scheduler needs the deadlines, not
+    the words, and the steps cost as much as the arithmetic. The deadlines are the same.
+    """
     if calendar.name != policy.calendar:
         raise ValueError(
             f"policy {policy.name!r} counts in calendar {policy.calendar!r}, "
@@ -225,6 +237,8 @@ def apply(clocks: Clocks, event: Event, policy: Policy, calendar: Calendar) -> C
     name, rule = _RULES[type(event)]
     ctx = _Ctx(policy, calendar, calendar.local(event.at), name)
     after, notes = rule(clocks, event, ctx)
+    if not explain:
+        return after if after.steps is clocks.steps else replace(after, steps=clocks.steps)
     return replace(after, steps=clocks.steps + tuple(_steps(clocks, after, notes, ctx)))
 
 
@@ -510,9 +524,18 @@ def _risk_moment(deadline: Deadline, calendar: Calendar, at_risk: float) -> date
 
 
 def next_due(
-    clocks: Clocks, alarms_sent: Collection[str], calendar: Calendar, at_risk: float
+    clocks: Clocks,
+    alarms_sent: Collection[str],
+    calendar: Calendar,
+    at_risk: float,
+    *,
+    known: Sequence[Alarm] | None = None,
 ) -> datetime | None:
-    """The earliest moment the scheduler has work on this ticket; None when it has none."""
+    """The earliest moment the scheduler has work on this ticket; None when it has none.
+
+    ``known``: ``alarms(clocks, calendar, at_risk)`` when the caller has it already.
+    """
     moments = [t for t in (clocks.followup_due, clocks.close_due) if t is not None]
-    moments += [a.at for a in alarms(clocks, calendar, at_risk) if a.key not in alarms_sent]
+    pending = alarms(clocks, calendar, at_risk) if known is None else known
+    moments += [a.at for a in pending if a.key not in alarms_sent]
     return min(moments, default=None)

@@ -8,6 +8,12 @@ import json
 import sqlite3
 from pathlib import Path
 
+from sqlalchemy import select
+
+from daemon import config as config_mod
+from daemon.outbound import Outbound
+from storage.engine import Database
+from storage.models import OutboxMail
 from support.daemon import run_cli, write_config
 from support.mail import message
 
@@ -31,6 +37,20 @@ def outbox(cfg: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines() if not line.startswith("#")]
 
 
+def composed(cfg: Path, kind: str) -> bytes:
+    """The bytes the sender would send for the ``kind`` row (composed at its first claim)."""
+    conf = config_mod.load(str(cfg))
+    db = Database(conf.storage.database)
+    try:
+        with db.transaction() as s:
+            row = s.scalars(select(OutboxMail).where(OutboxMail.kind == kind)).one()
+            Outbound(conf.desk.outbound).compose_row(s, row, row.created_at)
+            assert row.raw is not None
+            return row.raw
+    finally:
+        db.dispose()
+
+
 def test_assign_reply_wait_close_and_explain(tmp_path: Path) -> None:
     cfg, ref = setup(tmp_path)
     assert [m["kind"] for m in outbox(cfg)] == ["ack"]
@@ -42,9 +62,7 @@ def test_assign_reply_wait_close_and_explain(tmp_path: Path) -> None:
     assert "reply queued to ana@cliente.es" in said
     mails = outbox(cfg)
     assert [m["kind"] for m in mails] == ["reply", "ack"] and mails[0]["state"] == "pending"
-    con = sqlite3.connect(tmp_path / "cfg" / "buzon.db")
-    (raw,) = con.execute("SELECT raw FROM outbox WHERE kind = 'reply'").fetchone()
-    m = email.message_from_bytes(raw, policy=email.policy.default)
+    m = email.message_from_bytes(composed(cfg, "reply"), policy=email.policy.default)
     assert m["Bcc"] is None and m["In-Reply-To"] == "<p1@cliente.es>"
     assert "ya puede acceder" in m.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     code, text, _ = cli(cfg, "sla", "explain", ref)

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from conftest import missing
 from daemon.config_desk import OutboundConfig
+from daemon.outbound import Outbound
 from daemon.outbox import OutboxSender
 from storage import outbox as box
 from storage.engine import Database
@@ -534,3 +535,52 @@ def _wait_listening(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def queue_spec(db: Database, clock: Clock, outbound: Outbound, n: int) -> int:
+    """A row queued as the daemon queues it: a spec, composed by the sender at its claim."""
+    with db.transaction() as s:
+        mail = box.enqueue(
+            s,
+            OutboxMail(
+                **outbound.row(
+                    s,
+                    ticket_id=None,
+                    ref=f"B-{n}",
+                    subject="La web no carga",
+                    language="es",
+                    kind="ack",
+                    now=clock(),
+                    values={"respond_by": "mañana", "calendar_note": ""},
+                    to=f"ana{n}@cliente.example",
+                )
+            ),
+        )
+        s.flush()
+        return mail.id
+
+
+def test_a_queued_spec_is_composed_once_and_retried_with_the_same_bytes(
+    db: Database, clock: Clock, relay: Relay
+) -> None:
+    """Composed at the first claim and kept: the retry after a 4xx sends identical bytes,
+    and a row whose spec cannot be composed fails, says why, and holds back nothing."""
+    s = sender(db, clock, relay.address, from_address="soporte@example.com")
+    outbound = Outbound(s.cfg)
+    good, bad = queue_spec(db, clock, outbound, 1), queue_spec(db, clock, outbound, 2)
+    with db.transaction() as t:
+        broken = t.get(OutboxMail, bad)
+        assert broken is not None and broken.spec is not None and broken.raw is None
+        broken.spec = {**broken.spec, "values": {}}  # a template value went missing
+    relay.sink.data_replies = ["451 4.3.0 try later"]
+    with capture_logs() as logs:
+        assert once(s) == 1
+    first = row(db, good)
+    assert first.state == "pending" and first.raw is not None and first.subject.startswith("[B-1]")
+    failed = row(db, bad)
+    assert failed.state == "failed" and "cannot compose" in failed.last_error
+    assert "missing values" in events(logs, "outbox.failed")[0]["error"]
+    clock.advance(61)
+    assert once(s) == 1
+    assert [r.raw for r in relay.sink.delivered] == [first.raw]
+    assert row(db, good).state == "sent"

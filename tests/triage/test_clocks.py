@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import reduce
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from triage import clock_state
 from triage.clocks import (
     AgentResponse,
     Assigned,
@@ -391,3 +393,41 @@ def test_every_change_has_a_step_and_states_hold_their_clocks(
         assert (clocks.assign_by, clocks.respond_by) == (None, None)
     for t in (clocks.assign_by, clocks.respond_by, clocks.followup_due, clocks.close_due):
         assert t is None or t.utcoffset() is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=histories(), which=st.integers(0, len(POLICIES) - 1))
+def test_the_snapshot_holds_every_deadline_a_replay_gives(events: list[Event], which: int) -> None:
+    """decode(encode(replay)) is the replay without its words, and folding on from it gives
+    what folding on from the full replay gives: the scheduler's shortcut is exact."""
+    p = POLICIES[which]
+    *head, last = events or [Opened(datetime(2026, 3, 2, 9, tzinfo=UTC))]
+    full = replay(p, OFFICE, head)
+    snap = clock_state.decode(json.loads(json.dumps(clock_state.encode(full))))
+    assert clock_state.encode(snap) == clock_state.encode(full)
+    for name in ("assign", "first_response", "reply"):
+        mine, theirs = getattr(snap, name), getattr(full, name)
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            assert (mine.start, mine.due, mine.business, mine.provisional) == (
+                theirs.start,
+                theirs.due,
+                theirs.business,
+                theirs.provisional,
+            )
+    on_snap = apply(snap, last, p, OFFICE, explain=False)
+    on_full = apply(full, last, p, OFFICE)
+    assert clock_state.encode(on_snap) == clock_state.encode(on_full)
+    assert alarms(on_snap, OFFICE, 0.8) == alarms(on_full, OFFICE, 0.8)
+
+
+def test_a_snapshot_this_version_did_not_write_is_refused() -> None:
+    with pytest.raises(clock_state.SnapshotError, match="version-1"):
+        clock_state.decode({"v": 99})
+    with pytest.raises(clock_state.SnapshotError, match="malformed"):
+        clock_state.decode({"v": 1, "state": "open"})
+    good = clock_state.encode(
+        replay(POLICIES[0], OFFICE, [Opened(datetime(2026, 3, 2, 9, tzinfo=UTC))])
+    )
+    with pytest.raises(clock_state.SnapshotError, match="no UTC offset"):
+        clock_state.decode(good | {"followup_due": "2026-03-02T09:00:00"})
