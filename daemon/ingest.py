@@ -6,6 +6,8 @@ step makes that harmless. Transient failures (database down or locked) put
 the entry back without counting; anything else counts an attempt, and after
 ``max_attempts`` the entry moves to the spool's bad/ folder and, when the
 database allows, is recorded as a quarantined message so it stays visible.
+A database that cannot be reached is said once as an error with its fix, and
+its return once, however many entries wait meanwhile (DUR-10).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from daemon import pipeline
 from daemon.config import MatchingConfig, PipelineConfig
 from daemon.config_desk import DeskConfig
-from daemon.errors import ParseTimeoutError, TransientError
+from daemon.errors import DatabaseUnavailableError, ParseTimeoutError, TransientError
 from daemon.logging import get_logger
 from daemon.outbound import Outbound
 from daemon.parsepool import ParserPool
@@ -62,6 +65,89 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """The database itself is the problem: down, unreachable, shut down, or locked."""
+    if isinstance(exc, DatabaseUnavailableError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    # psycopg: no SQLSTATE when no server answered; 08 connection exception, 57P
+    # operator intervention (shut down, terminated, starting up). A deadlock (40P01)
+    # is an OperationalError too, but the database is there. SQLite has no SQLSTATE:
+    # its OperationalError is a locked or unopenable file.
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or str(sqlstate).startswith(("08", "57P"))
+
+
+class DatabaseWatch:
+    """Say ``database.unavailable`` (an error, with the fix) once the database has given
+    no answer for ``DOWN_AFTER`` seconds, counted from the start of the first failed
+    transaction, and ``database.available`` when a commit next succeeds: an admin
+    tailing the log during an outage needs one clear line, not only a warning per
+    waiting entry. A killed session (``pg_terminate_backend``) fails a transaction that
+    had only just begun, is replaced on the next try, and is not an outage; a connect
+    that timed out has waited long enough to say so at once."""
+
+    DOWN_AFTER = 1.0
+
+    def __init__(self, db: Database) -> None:
+        self.url = make_url(db.url)
+        self.failing_since: float | None = None
+        self.announced = False
+        self._lock = threading.Lock()  # every ingest worker thread reports here
+        self._began = threading.local()  # when this thread's current transaction began
+        self.log = get_logger(component="ingest")
+
+    def begin(self) -> None:
+        self._began.at = time.monotonic()
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        began = float(getattr(self._began, "at", now))
+        with self._lock:
+            if self.failing_since is None or began < self.failing_since:
+                self.failing_since = began
+            if self.announced or now - self.failing_since < self.DOWN_AFTER:
+                return
+            self.announced = True
+            since = self.failing_since
+        orig = getattr(exc, "orig", None)  # SQLAlchemy's wrapper only adds a docs link
+        self.log.error(
+            "database.unavailable",
+            error=f"{type(orig or exc).__name__}: {orig or exc}"[:500],
+            database=self.url.render_as_string(hide_password=True),
+            failing_s=round(now - since, 1),
+            fix=self._fix(),
+        )
+
+    def ok(self) -> None:
+        if self.failing_since is None:  # the usual case, without taking the lock
+            return
+        with self._lock:
+            since, announced = self.failing_since, self.announced
+            self.failing_since, self.announced = None, False
+        if since is not None and announced:
+            self.log.info("database.available", down_s=round(time.monotonic() - since, 1))
+
+    def _fix(self) -> str:
+        waiting = "mail is still accepted into the spool and stored when the database is back"
+        if self.url.get_backend_name() == "sqlite":
+            return (
+                f"another process holds a long write lock on {self.url.database} "
+                f"(find it with `fuser {self.url.database}`); {waiting}"
+            )
+        host, port = self.url.host or "localhost", self.url.port or 5432
+        return (
+            f"start the database server or restore the network to it, and check "
+            f"[storage] database (`pg_isready -h {host} -p {port}` must say "
+            f'"accepting connections"); {waiting}'
+        )
+
+
 class IngestProcessor:
     """Processes one claimed spool entry; shared by the runner and ``buzon ingest``."""
 
@@ -88,6 +174,7 @@ class IngestProcessor:
         self.desk = desk or DeskConfig()
         self.outbound = outbound  # None: no acknowledgements (``buzon ingest`` of old mail)
         self.log = get_logger(component="ingest")
+        self.database = DatabaseWatch(db)
 
     def process(self, entry: SpoolEntry) -> Outcome:
         """Run the pipeline for ``entry`` and clear it; never raises."""
@@ -114,6 +201,7 @@ class IngestProcessor:
         )
         # Committed: only now is it safe to forget the spool copy.
         self.spool.complete(entry)
+        self.database.ok()
         return outcome
 
     def retry_message(self, pk: int) -> Outcome:
@@ -152,6 +240,7 @@ class IngestProcessor:
             parsed = self.parsers.parse(raw)
         except ParseTimeoutError as exc:
             parsed, reason = None, str(exc)
+        self.database.begin()
         with self.db.transaction() as session:
             work = Work(
                 spool_id=spool_id,
@@ -192,6 +281,8 @@ class IngestProcessor:
     def _failed(self, entry: SpoolEntry, exc: Exception) -> Outcome:
         reason = f"{type(exc).__name__}: {exc}"[:2000]
         if _transient(exc):
+            if _unreachable(exc):
+                self.database.failed(exc)
             self.log.warning("ingest.retry", error=reason)
             self.spool.release(entry, count_attempt=False)
             return Outcome(entry.id, "retry", reason=reason)

@@ -23,6 +23,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
+# libpq waits forever by default: for a connect to a server that does not answer (a
+# partition, a firewall dropping packets) and for a reply on a connection whose peer
+# vanished. An ingest worker then hung silently for the whole outage (DUR-10) instead
+# of failing, saying so, and retrying. Fail the connect after 5 s; find a dead peer
+# within about a minute by keepalives (idle) and tcp_user_timeout (unacknowledged
+# sends). A URL that sets any of these keeps its own value.
+PG_CONNECT_ARGS: dict[str, int] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -56,6 +70,9 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in {"", "psycopg2"}:
         # psycopg 3 is the driver we ship; plain postgresql:// would pick psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_driver_name() == "psycopg":  # libpq's parameter names
+        defaults = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query}
+        kwargs["connect_args"] = {**defaults, **kwargs.get("connect_args", {})}
     return create_engine(parsed, pool_pre_ping=True, **kwargs)
 
 

@@ -1,4 +1,5 @@
-"""A fault-injecting loopback TCP proxy to put between an IMAP client and Dovecot.
+"""A fault-injecting loopback TCP proxy to put between a client and its server
+(an IMAP client and Dovecot; the daemon and PostgreSQL).
 
 Each accepted connection gets its own upstream connection and two daemon
 pump threads (client→server, server→client).  Faults:
@@ -10,6 +11,13 @@ pump threads (client→server, server→client).  Faults:
 - ``hang()`` / ``unhang()``: stop / restart forwarding in both directions
   without closing anything; connections accepted meanwhile get no greeting
   either (IMAP-02: a hung server).
+- ``down("refuse")`` / ``down("blackhole")`` / ``up()``: the server goes away and
+  comes back (DUR-10).  ``down`` closes every live connection; new ones are then
+  refused (``connect()`` fails, as with a stopped server: the port stays bound
+  by a socket that does not listen, so ``up()`` gets it back) or blackholed
+  (accepted, then nothing comes back, as with a network partition; ``up()``
+  passes them through, as a retransmitted SYN would be). ``down`` again while
+  down switches the mode: ``"refuse"`` then resets the held connections.
 
 Loopback only, at most ``max_connections`` live connections (more are closed
 on accept), and ``stop()`` joins every thread it started.
@@ -75,6 +83,9 @@ class TcpProxy:
         self._accepted = 0
         self._cuts = 0
         self._to_client = 0
+        self._state = "up"  # up | refuse | blackhole
+        self._held: list[socket.socket] = []  # blackholed clients, forwarded on up()
+        self._halt_accept = threading.Event()  # stops the current accept thread only
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -86,11 +97,18 @@ class TcpProxy:
         self.port = int(listener.getsockname()[1])
         self._listener = listener
         self._stopping.clear()
+        self._start_accepting()
+        return self
+
+    def _start_accepting(self) -> None:
+        self._halt_accept = threading.Event()
         self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"tcpproxy-accept-{self.port}", daemon=True
+            target=self._accept_loop,
+            args=(self._halt_accept,),
+            name=f"tcpproxy-accept-{self.port}",
+            daemon=True,
         )
         self._accept_thread.start()
-        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listener and every connection; join all threads."""
@@ -104,7 +122,10 @@ class TcpProxy:
             self._listener = None
         self.cut_all()
         with self._lock:
+            held, self._held = self._held, []
             threads, self._threads = self._threads, []
+        for client in held:
+            client.close()
         for thread in threads:
             thread.join(timeout)
         self._flowing.set()
@@ -145,6 +166,53 @@ class TcpProxy:
     def unhang(self) -> None:
         self._flowing.set()
 
+    def down(self, mode: str = "refuse") -> None:
+        """The server goes away: live connections closed, new ones refused or blackholed.
+
+        Called again while down it changes the mode: a partition that turns into a
+        stopped server resets the connects it was holding, as that server's host would.
+        """
+        if mode not in ("refuse", "blackhole"):
+            raise ValueError(f"mode must be 'refuse' or 'blackhole', not {mode!r}")
+        with self._lock:
+            previous, self._state = self._state, mode  # no new connection is registered now
+            dropped, self._held = (self._held, []) if mode == "refuse" else ([], self._held)
+        if mode == "refuse" and previous != "refuse":
+            self._stop_listening()
+        elif mode == "blackhole" and previous == "refuse":
+            self._listen_again()
+        for client in dropped:
+            client.close()
+        self.cut_all()
+
+    def up(self) -> None:
+        """The server is back: accept and forward again; blackholed clients go through."""
+        with self._lock:
+            previous, self._state = self._state, "up"
+            held, self._held = self._held, []
+        if previous == "refuse":
+            self._listen_again()
+        for client in held:
+            self._forward(client)
+
+    def _stop_listening(self) -> None:
+        self._halt_accept.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join()
+        assert self._listener is not None
+        self._listener.close()  # the backlog not yet accepted is reset with it
+        # Keep the port: a bound socket that does not listen answers SYN with RST,
+        # and nothing else can take the port before we listen on it again.
+        placeholder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        placeholder.bind((self.host, self.port))
+        self._listener = placeholder
+
+    def _listen_again(self) -> None:
+        assert self._listener is not None
+        self._listener.listen(self.max_connections)
+        self._start_accepting()
+
     # -- counters ----------------------------------------------------------------
 
     @property
@@ -178,12 +246,23 @@ class TcpProxy:
     def hung(self) -> bool:
         return not self._flowing.is_set()
 
+    @property
+    def state(self) -> str:
+        """``up``, or the mode of ``down()``: ``refuse`` or ``blackhole``."""
+        return self._state
+
+    @property
+    def held(self) -> int:
+        """Blackholed connections waiting for ``up()``."""
+        with self._lock:
+            return len(self._held)
+
     # -- internals ----------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, halt: threading.Event) -> None:
         listener = self._listener
         assert listener is not None
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not halt.is_set():
             ready, _, _ = select.select([listener], [], [], POLL)
             if not ready:
                 continue
@@ -194,30 +273,40 @@ class TcpProxy:
             with self._lock:
                 self._accepted += 1
                 full = len(self._connections) >= self.max_connections
+                if self._state == "blackhole" and not full:
+                    self._held.append(client)
+                    continue
             if full or self._stopping.is_set():
                 client.close()
                 continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=self.connect_timeout)
-            except OSError:
-                client.close()  # target down: the client sees an immediate close
-                continue
-            upstream.settimeout(None)
-            conn = _Connection(client, upstream)
-            pumps = [
-                threading.Thread(
-                    target=self._pump,
-                    args=(conn, src, dst, to_client),
-                    name=f"tcpproxy-{self.port}-{'s2c' if to_client else 'c2s'}",
-                    daemon=True,
-                )
-                for src, dst, to_client in ((client, upstream, False), (upstream, client, True))
-            ]
-            with self._lock:
-                self._connections.add(conn)
-                self._threads = [t for t in self._threads if t.is_alive()] + pumps
-            for thread in pumps:
-                thread.start()
+            self._forward(client)
+
+    def _forward(self, client: socket.socket) -> None:
+        """Connect ``client`` to the target and start its two pumps."""
+        try:
+            upstream = socket.create_connection(self.target, timeout=self.connect_timeout)
+        except OSError:
+            client.close()  # target down: the client sees an immediate close
+            return
+        upstream.settimeout(None)
+        conn = _Connection(client, upstream)
+        pumps = [
+            threading.Thread(
+                target=self._pump,
+                args=(conn, src, dst, to_client),
+                name=f"tcpproxy-{self.port}-{'s2c' if to_client else 'c2s'}",
+                daemon=True,
+            )
+            for src, dst, to_client in ((client, upstream, False), (upstream, client, True))
+        ]
+        with self._lock:
+            if self._state != "up":  # down() ran while we connected: it would miss this one
+                conn.close()
+                return
+            self._connections.add(conn)
+            self._threads = [t for t in self._threads if t.is_alive()] + pumps
+        for thread in pumps:
+            thread.start()
 
     def _pump(
         self, conn: _Connection, src: socket.socket, dst: socket.socket, to_client: bool
