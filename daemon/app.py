@@ -12,6 +12,10 @@ stuck on one message, and the scheduler and outbox tasks are running. A stuck
 part therefore gets the service restarted instead of mail piling up unseen.
 SIGHUP re-reads the configuration (``daemon.reload``): a valid one is applied
 where it can be, an invalid one is refused and the old one keeps running.
+
+``[roles]`` (``daemon.config_roles``) chooses the parts: without ``smtp`` nothing
+listens, without ``pipeline`` and ``transcription`` there is no ingest process, and
+so on. Readiness and the watchdog look only at the parts this instance runs.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ BEAT_LIMIT = 10.0  # the ingest process beats every 0.5 s; this much silence is 
 STATUS_EVERY = 5.0
 
 
+def _nothing() -> None:
+    return None
+
+
 @contextmanager
 def signal_handlers(
     loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reload: asyncio.Event
@@ -83,48 +91,64 @@ class Supervisor:
         self.log = get_logger(component="daemon")
         self.stop = asyncio.Event()
         self.reload_asked = asyncio.Event()
-        self.ingest = IngestProcess(cfg)
+        roles = cfg.roles  # fixed for the life of the process: a change needs a restart
+        self.ingest = IngestProcess(cfg) if roles.ingest_process else None
         self.writer = GroupCommitWriter(parts.spool)
         self.metrics: Metrics | None = None
         if cfg.metrics.listen:  # prometheus_client is imported only when asked for
             from daemon.metrics import Metrics
 
             self.metrics = Metrics(parts.db, parts.spool, cfg)
-        self.handler = IntakeHandler(
-            cfg.smtp,
-            parts.spool,
-            self.writer,
-            on_reply=self.metrics.smtp_reply if self.metrics is not None else None,
-        )
-        self.server = SmtpServer(cfg.smtp, self.handler)
+        self.handler: IntakeHandler | None = None
+        self.server: SmtpServer | None = None
+        if roles.smtp:
+            self.handler = IntakeHandler(
+                cfg.smtp,
+                parts.spool,
+                self.writer,
+                on_reply=self.metrics.smtp_reply if self.metrics is not None else None,
+            )
+            self.server = SmtpServer(cfg.smtp, self.handler)
         # The ingest process is replaced on reload: notify whichever is current.
         parts.spool.on_new(self._wake_ingest)
-        self.imap = ImapIntake(
-            cfg.imap, spool=parts.spool, db=parts.db, max_size=cfg.smtp.max_message_size
+        self.imap = self._imap_intake(cfg)
+        self.voicemail_dirs = self._voicemail_folders(cfg)
+        self.sender = OutboxSender(parts.db, cfg.desk.outbound) if roles.outbox else None
+        self.scheduler = (
+            Scheduler(parts.db, cfg.desk.sla, parts.outbound) if roles.scheduler else None
         )
-        self.voicemail_dirs = VoicemailFolders(
-            cfg.voicemail_dir, parts.spool, hostname=cfg.smtp.hostname
-        )
-        self.sender = OutboxSender(parts.db, cfg.desk.outbound)
-        self.scheduler = Scheduler(parts.db, cfg.desk.sla, parts.outbound)
         self.metrics_server: MetricsServer | None = None
         self.background: list[asyncio.Task[None]] = []
         self.listening = ""
+        self.started = False
         self.healthy_reason = "starting"
         self._last_status = 0.0
 
     def _wake_ingest(self) -> None:
-        self.ingest.notify()
+        if self.ingest is not None:
+            self.ingest.notify()
+
+    def _imap_intake(self, cfg: Config) -> ImapIntake:
+        accounts = cfg.imap if cfg.roles.imap else ()
+        return ImapIntake(
+            accounts, spool=self.parts.spool, db=self.parts.db, max_size=cfg.smtp.max_message_size
+        )
+
+    def _voicemail_folders(self, cfg: Config) -> VoicemailFolders:
+        # The folders feed this instance's spool: watched where the pipeline runs.
+        dirs = cfg.voicemail_dir if cfg.roles.pipeline else ()
+        return VoicemailFolders(dirs, self.parts.spool, hostname=cfg.smtp.hostname)
 
     # -- health -----------------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
-        """Whether every part makes progress, and what is wrong when one does not."""
-        if not self.ingest.alive():
-            return False, f"the ingest process died (exit code {self.ingest.exitcode})"
-        age = self.ingest.beat_age()
-        if age > BEAT_LIMIT:
-            return False, f"the ingest process made no progress for {age:.0f} s (stuck or hung)"
+        """Whether every part this instance runs makes progress, and what is wrong if not."""
+        if self.ingest is not None:
+            if not self.ingest.alive():
+                return False, f"the ingest process died (exit code {self.ingest.exitcode})"
+            age = self.ingest.beat_age()
+            if age > BEAT_LIMIT:
+                return False, f"the ingest process made no progress for {age:.0f} s (stuck or hung)"
         for task in self.background:
             if task.done():
                 return False, f"the {task.get_name()} task ended"
@@ -133,25 +157,45 @@ class Supervisor:
     def readiness(self) -> tuple[bool, str]:
         if self.stop.is_set():
             return False, "stopping"
-        if not self.listening:
+        if not self.started:
             return False, "starting"
         return self.health()
 
     def status_line(self) -> str:
-        stats = self.handler.stats
-        pending = len(self.parts.spool.pending())
-        return (
-            f"accepting on {self.listening}; {stats.accepted} accepted, {stats.refused} refused; "
-            f"spool {pending} pending"
-        )
+        said: list[str] = []
+        if self.handler is not None:
+            stats = self.handler.stats
+            said.append(
+                f"accepting on {self.listening}; {stats.accepted} accepted, {stats.refused} refused"
+            )
+        if self.cfg.roles.pipeline:
+            said.append(f"spool {len(self.parts.spool.pending())} pending")
+        if self.cfg.roles.disabled:
+            said.append(f"roles {', '.join(self.cfg.roles.enabled)}")
+        return "; ".join(said)
 
     # -- start, run, stop -------------------------------------------------------------
 
     async def start(self) -> bool:
         loop = asyncio.get_running_loop()
+        roles = self.cfg.roles
+        self.log.info(
+            "daemon.roles",
+            roles=list(roles.enabled),
+            off=list(roles.disabled),
+        )
+        pending = len(self.parts.spool.pending())
+        if not roles.pipeline and pending:
+            self.log.warning(
+                "spool.unattended",
+                pending=pending,
+                spool=self.cfg.storage.spool,
+                fix="[roles] pipeline = false here: run this instance with pipeline = true "
+                "until the spool is empty, or no instance will process these messages",
+            )
         # Ingest starts (and loads its parsers) before READY: the first message after
         # a restart, often the one a crash interrupted, is processed at once.
-        if not await asyncio.to_thread(self.ingest.start):
+        if self.ingest is not None and not await asyncio.to_thread(self.ingest.start):
             self.log.error(
                 "daemon.failed",
                 error=f"the ingest process did not start (exit code {self.ingest.exitcode})",
@@ -161,7 +205,9 @@ class Supervisor:
             return False
         self.writer.start(loop)
         try:
-            host, port = await self.server.start(self.listener)
+            if self.server is not None:
+                host, port = await self.server.start(self.listener)
+                self.listening = f"{host}:{port}"
             if self.metrics is not None:
                 from daemon.metrics_http import MetricsServer
 
@@ -179,27 +225,34 @@ class Supervisor:
                 fix="choose a free port in [smtp] listen or [metrics] listen, "
                 "or stop the other process",
             )
-            await self.server.stop(0)
-            await asyncio.to_thread(self.ingest.stop)
+            if self.server is not None:
+                await self.server.stop(0)
+            if self.ingest is not None:
+                await asyncio.to_thread(self.ingest.stop)
             self.writer.stop()
             return False
-        self.listening = f"{host}:{port}"
         self.imap.start()
         self.voicemail_dirs.start()
         # Deadlines and mail run in this process: the scheduler's passes are short
         # database transactions in a thread, the sender is asyncio (aiosmtplib).
-        self.background = [
-            asyncio.create_task(self.sender.run(self.stop), name="outbox"),
-            asyncio.create_task(
-                self.scheduler.run(self.stop, on_mail=self.sender.wake), name="scheduler"
-            ),
-        ]
+        if self.sender is not None:
+            self.background.append(asyncio.create_task(self.sender.run(self.stop), name="outbox"))
+        if self.scheduler is not None:
+            # Without the outbox role here, another instance's sender polls for the mail.
+            on_mail = self.sender.wake if self.sender is not None else _nothing
+            self.background.append(
+                asyncio.create_task(
+                    self.scheduler.run(self.stop, on_mail=on_mail), name="scheduler"
+                )
+            )
+        self.started = True
         self.log.info(
             "daemon.ready",
-            smtp=self.listening,
+            smtp=self.listening or None,
             database=self.parts.db.backend,
             spool=self.cfg.storage.spool,
             config=self.cfg.source,
+            roles=list(roles.enabled),
             imap_folders=len(self.imap.workers),
             voicemail_dirs=len(self.voicemail_dirs.watchers),
             metrics=self.cfg.metrics.listen or None,
@@ -224,7 +277,8 @@ class Supervisor:
             elif why != self.healthy_reason:
                 self.log.error("daemon.unhealthy", error=why, fix="see the lines before this one")
             self.healthy_reason = why
-            if not self.ingest.alive() or any(t.done() for t in self.background):
+            ingest_died = self.ingest is not None and not self.ingest.alive()
+            if ingest_died or any(t.done() for t in self.background):
                 self.log.error(
                     "daemon.failed",
                     error=f"{why}; stopping",
@@ -243,9 +297,11 @@ class Supervisor:
         await asyncio.gather(*self.background, return_exceptions=True)
         await asyncio.to_thread(self.imap.stop)
         await asyncio.to_thread(self.voicemail_dirs.stop)
-        await self.server.stop(STOP_GRACE)
+        if self.server is not None:
+            await self.server.stop(STOP_GRACE)
         await asyncio.to_thread(self.writer.stop)
-        await asyncio.to_thread(self.ingest.stop)
+        if self.ingest is not None:
+            await asyncio.to_thread(self.ingest.stop)
         if self.metrics_server is not None:
             self.metrics_server.stop()
 
@@ -273,6 +329,7 @@ class Supervisor:
             new,
             storage=self.cfg.storage,
             metrics=self.cfg.metrics,
+            roles=self.cfg.roles,
             smtp=replace(new.smtp, listen=self.cfg.smtp.listen, hostname=self.cfg.smtp.hostname),
         )
         await self._apply(effective, outbound, p.live)
@@ -289,29 +346,24 @@ class Supervisor:
         sections = {name.split(".", 1)[0] for name in live}
         if "log" in sections:
             logmod.configure(cfg.log.level, cfg.log.format, components=dict(cfg.log.components))
-        if "smtp" in sections:
+        if "smtp" in sections and self.handler is not None and self.server is not None:
             self.handler.cfg = self.server.cfg = cfg.smtp  # new sessions see it
         if "imap" in sections:
             await asyncio.to_thread(self.imap.stop)
-            self.imap = ImapIntake(
-                cfg.imap,
-                spool=self.parts.spool,
-                db=self.parts.db,
-                max_size=cfg.smtp.max_message_size,
-            )
+            self.imap = self._imap_intake(cfg)
             self.imap.start()
         if "voicemail_dir" in sections:
             await asyncio.to_thread(self.voicemail_dirs.stop)
-            self.voicemail_dirs = VoicemailFolders(
-                cfg.voicemail_dir, self.parts.spool, hostname=cfg.smtp.hostname
-            )
+            self.voicemail_dirs = self._voicemail_folders(cfg)
             self.voicemail_dirs.start()
         if "desk" in sections:
-            self.scheduler.cfg, self.scheduler.outbound = cfg.desk.sla, outbound
-            self.sender.cfg = cfg.desk.outbound
+            if self.scheduler is not None:
+                self.scheduler.cfg, self.scheduler.outbound = cfg.desk.sla, outbound
+            if self.sender is not None:
+                self.sender.cfg = cfg.desk.outbound
             self.parts.outbound = outbound
         ingest_reads = {"pipeline", "triage", "matching", "routing", "transcription", "desk", "log"}
-        if sections & ingest_reads:
+        if self.ingest is not None and sections & ingest_reads:
             # The ingest process read its config at start: replace it. The spool holds
             # whatever arrives meanwhile, and the old process finishes its message first.
             await asyncio.to_thread(self.ingest.stop)
@@ -335,6 +387,16 @@ async def serve(cfg: Config) -> int:
             "daemon.failed", error=str(exc), fix="see systemd/buzon.socket for a working unit"
         )
         return 1
+    if listener is not None and not cfg.roles.smtp:
+        # Connections would wait in the kernel's backlog for a listener that never
+        # serves them: better a failed unit an admin sees.
+        listener.close()
+        get_logger(component="daemon").error(
+            "daemon.failed",
+            error="systemd passed an SMTP socket, but [roles] smtp = false on this instance",
+            fix="systemctl disable --now buzon.socket here, or set [roles] smtp = true",
+        )
+        return 1
     exit_code = 1
     with open_parts(cfg, recover=True) as parts:
         sup = Supervisor(cfg, parts, notifier, listener)
@@ -342,9 +404,7 @@ async def serve(cfg: Config) -> int:
             if await sup.start():
                 exit_code = await sup.run()
                 await sup.shutdown()
-        stats = sup.handler.stats
-    get_logger(component="daemon").info(
-        "daemon.stopped", exit_code=exit_code, accepted=stats.accepted
-    )
+        accepted = sup.handler.stats.accepted if sup.handler is not None else 0
+    get_logger(component="daemon").info("daemon.stopped", exit_code=exit_code, accepted=accepted)
     notifier.close()
     return exit_code

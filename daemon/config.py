@@ -26,6 +26,7 @@ from daemon.config_desk import (
     redacted_desk,
     suggest,
 )
+from daemon.config_roles import RolesConfig, validate_roles
 from daemon.errors import ConfigError
 
 DEFAULT_DATA_DIR = "buzon-data"
@@ -213,6 +214,7 @@ class Config:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     # [calendars], [sla], [agents], [outbound]: read by daemon.config_desk.
     desk: DeskConfig = field(default_factory=DeskConfig)
+    roles: RolesConfig = field(default_factory=RolesConfig)  # read by daemon.config_roles
     source: str = "<embedded default>"
 
     def sqlite_path(self) -> Path | None:
@@ -253,6 +255,7 @@ SECTIONS: dict[str, type[Any]] = {
     "transcription": TranscriptionConfig,
     "triage": TriageConfig,
     "matching": MatchingConfig,
+    "roles": RolesConfig,
 }
 
 
@@ -519,6 +522,7 @@ def _validate_rest(cfg: Config) -> None:
             f"({cfg.pipeline.parse_timeout:g} s), or every slow parse looks stuck"
         )
     _validate_matching(cfg.matching)
+    validate_roles(cfg.roles, imap_accounts=len(cfg.imap), voicemail_dirs=len(cfg.voicemail_dir))
     if cfg.metrics.listen:
         host, sep, port = cfg.metrics.listen.rpartition(":")
         if not sep or not host or not port.isdigit():

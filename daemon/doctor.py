@@ -329,6 +329,15 @@ def check_templates(cfg: Config) -> Finding:
 Task = tuple[str, Callable[[], list[Finding]]]
 
 
+def check_roles(cfg: Config) -> list[Finding]:
+    """The ``[roles]`` this instance runs; the rest must run on another instance."""
+    on, off = ", ".join(cfg.roles.enabled), ", ".join(cfg.roles.disabled)
+    if not off:
+        return [Finding("roles", "PASS", "every role runs here (no [roles] split)")]
+    split = f"runs {on}; not here: {off} (another instance on this database must run them)"
+    return [Finding("roles", "PASS", split)]
+
+
 def _one(fn: Callable[..., Finding], *args: Any) -> list[Finding]:
     return [fn(*args)]
 
@@ -344,17 +353,22 @@ def doctor_tasks(cfg: Config) -> list[Task]:
         ("database", functools.partial(check_database, cfg)),
     ]
     tasks += [(n, functools.partial(_one, check_dir, n, Path(p), size)) for n, p in dirs]
-    models = _models(cfg)
+    roles = cfg.roles
+    tasks.append(("roles", functools.partial(check_roles, cfg)))
+    models = _models(cfg) if roles.transcription else []
     tasks += [("transcription", functools.partial(_one, check_model, k, v)) for k, v in models]
-    if not models:
+    if roles.transcription and not models:
         none = _warn(
             "transcription",
             "no [transcription] model: voicemails get no transcript",
             "unpack a Vosk model for your language; set [transcription] model to its directory",
         )
         tasks.append(("transcription", lambda: [none]))
-    tasks.append(("relay", functools.partial(_one, check_relay, cfg)))
-    tasks += [(f"imap {a.name}", functools.partial(_one, check_imap, a)) for a in cfg.imap]
+    # What this instance does not run, another does: its relay and logins are its own checks.
+    if roles.outbox:
+        tasks.append(("relay", functools.partial(_one, check_relay, cfg)))
+    accounts = cfg.imap if roles.imap else ()
+    tasks += [(f"imap {a.name}", functools.partial(_one, check_imap, a)) for a in accounts]
     tasks.append(("templates", functools.partial(_one, check_templates, cfg)))
     return tasks
 

@@ -1,5 +1,9 @@
 """Run the ingest runner in a process of its own, beside the SMTP process.
 
+It hosts the roles ``pipeline`` (the spool runner) and ``transcription`` (the
+recognisers, which claim voicemails from the database); ``[roles]`` says which of
+the two run here, and the supervisor starts this process only when one does.
+
 Parsing results, ORM work and SQLite commits are CPU-heavy Python: run as
 threads of the SMTP process they hold the GIL the event loop needs to answer
 clients, and intake slowed to half its speed under load. In its own process
@@ -77,28 +81,41 @@ def _parent_says_stop(wake: Connection, timeout: float) -> bool | None:
 
 def _serve(cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[float]) -> None:
     log = logmod.get_logger(component="ingest")
+    roles = cfg.roles
     with open_parts(cfg, recover=False) as parts:
-        parts.triager()  # load rules and the language model now: a bad rule fails the start
-        parts.parsers.start()
-        runner = IngestRunner(parts.processor, cfg.pipeline)
-        runner.start()
-        voice = TranscriptionRunner(
-            cfg.transcription,
-            parts.db,
-            parts.blobs,
-            holder=instance_id(),
-            triager=parts.triager,
-            sla=cfg.desk.sla,
+        # Rules and the language model classify mail and transcripts alike: a bad rule
+        # fails the start of either role.
+        parts.triager()
+        runner: IngestRunner | None = None
+        if roles.pipeline:
+            parts.parsers.start()
+            runner = IngestRunner(parts.processor, cfg.pipeline)
+            runner.start()
+        voice: TranscriptionRunner | None = None
+        if roles.transcription:
+            voice = TranscriptionRunner(
+                cfg.transcription,
+                parts.db,
+                parts.blobs,
+                holder=instance_id(),
+                triager=parts.triager,
+                sla=cfg.desk.sla,
+            )
+            voice.start()
+        log.info(
+            "ingest.started",
+            pid=os.getpid(),
+            workers=cfg.pipeline.parse_workers if runner is not None else 0,
+            pipeline=runner is not None,
+            transcription=voice is not None,
         )
-        voice.start()
-        log.info("ingest.started", pid=os.getpid(), workers=cfg.pipeline.parse_workers)
         ready.set()
         stuck_said = ""
-        while runner.alive():
+        while runner is None or runner.alive():
             # The parent pings systemd's watchdog only while this beats: a worker stuck
             # on one message (or this process hung) stops the beat, and systemd
             # restarts the service instead of letting mail pile up unseen.
-            stuck = runner.stuck(cfg.pipeline.stuck_after)
+            stuck = runner.stuck(cfg.pipeline.stuck_after) if runner is not None else ""
             if not stuck:
                 heartbeat.value = time.time()
             elif stuck != stuck_said:
@@ -108,11 +125,15 @@ def _serve(cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[
             if said:
                 break
             if said is False:
-                runner.wakeup.set()
-                voice.wakeup.set()  # a new voicemail may be waiting
-        voice.stop()
-        runner.stop(STOP_TIMEOUT - 1)
-        log.info("ingest.stopped", processed=runner.processed)
+                if runner is not None:
+                    runner.wakeup.set()
+                if voice is not None:
+                    voice.wakeup.set()  # a new voicemail may be waiting
+        if voice is not None:
+            voice.stop()
+        if runner is not None:
+            runner.stop(STOP_TIMEOUT - 1)
+        log.info("ingest.stopped", processed=runner.processed if runner is not None else 0)
 
 
 class IngestProcess:

@@ -5,8 +5,9 @@ configuration applies live: logging; SMTP limits, domains and addresses (new ses
 IMAP accounts (their workers restart); everything the ingest process reads — triage
 rules, matching, routing, transcription, SLA policies, calendars, agents, templates
 (that process is restarted; the spool holds mail meanwhile); the scheduler's and the
-sender's settings. Where the data lives, where the daemon listens and the metrics
-address need a restart: changing them under a running daemon would split its state.
+sender's settings. Where the data lives, where the daemon listens, the metrics
+address and the ``[roles]`` an instance runs need a restart: changing them under a
+running daemon would split its state.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ NEEDS_RESTART = {
     "smtp.listen": "the listener stays bound to its address",
     "smtp.hostname": "the SMTP greeting and Message-IDs keep their host name",
     "metrics": "the metrics endpoint stays bound to its address",
+    "roles": "the parts this instance runs are chosen at start (daemon.roles)",
 }
 
 

@@ -14,6 +14,7 @@ import http.client
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,15 +93,14 @@ def http_health(listen: str, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]
 
 
 def _listeners(cfg: Config) -> dict[str, Any]:
-    ok, detail = smtp_banner(cfg.smtp.host, cfg.smtp.port)
-    out: dict[str, Any] = {
-        "smtp": {
+    out: dict[str, Any] = {"smtp": None, "metrics": None}
+    if cfg.roles.smtp:  # else this instance does not listen ([roles] smtp = false)
+        ok, detail = smtp_banner(cfg.smtp.host, cfg.smtp.port)
+        out["smtp"] = {
             "address": cfg.smtp.listen,
             "state": "listening" if ok else "not answering",
             "detail": detail,
-        },
-        "metrics": None,
-    }
+        }
     if cfg.metrics.listen:
         ok, detail = http_health(cfg.metrics.listen)
         out["metrics"] = {
@@ -283,6 +283,7 @@ def status_data(cfg: Config) -> dict[str, Any]:
     out = desk.get("outbox", {})
     return {
         "config": cfg.source,
+        "roles": {f.name: getattr(cfg.roles, f.name) for f in fields(cfg.roles)},
         "listeners": listeners,
         "schema": schema,
         "spool": {**depth, "oldest_pending_seconds": oldest},
@@ -331,6 +332,7 @@ def _status_lines(d: dict[str, Any]) -> list[tuple[str, str]]:
     errors = d["last_errors"]
     return [
         ("config", d["config"]),
+        ("roles", _roles_line(d["roles"])),
         *[(name, _listener_line(d["listeners"][name])) for name in ("smtp", "metrics")],
         (
             "database",
@@ -344,7 +346,7 @@ def _status_lines(d: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "queues",
-            f"transcription {'' if d['transcription']['enabled'] else 'off (no model), '}"
+            f"transcription {_transcription_note(d)}"
             f"{tr['pending']} pending, {tr['running']} running, "
             f"{tr['failed']} failed; outbox {ob['pending'] + ob['sending']} pending, "
             f"{ob['failed']} failed; {q['quarantined_messages']} quarantined messages",
@@ -355,6 +357,18 @@ def _status_lines(d: dict[str, Any]) -> list[tuple[str, str]]:
         ("errors", f"newest {len(errors)}:" if errors else "none stored"),
         *[("", f"{e['at'][:19]}Z  {e['where']}: {e['error']}") for e in errors],
     ]
+
+
+def _roles_line(roles: dict[str, bool]) -> str:
+    off = [name for name, on in roles.items() if not on]
+    on = ", ".join(name for name, on in roles.items() if on)
+    return f"{on}; not here: {', '.join(off)}" if off else f"{on} (all)"
+
+
+def _transcription_note(d: dict[str, Any]) -> str:
+    if not d["roles"]["transcription"]:
+        return "by another instance ([roles]), "
+    return "" if d["transcription"]["enabled"] else "off (no model), "
 
 
 def _listener_line(li: dict[str, Any] | None) -> str:

@@ -6,6 +6,10 @@ never waits behind a recording. The ticket already exists; a transcript updates
 it, a failure is retried with back-off and then written on the ticket with its
 reason. Without a configured model the stage does not start: voicemails stay
 ``pending`` (tickets without text) and the daemon says so at start.
+
+With ``[roles]`` the stage may run on another instance than the one that stored the
+voicemail, whose attachment store is on its own disk: a recording missing here is
+taken from the raw message in the shared database (attachments are derivable from it).
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from daemon.config_desk import SlaConfig
 from daemon.logging import get_logger
 from daemon.pipeline import apply_classification
 from daemon.triager import Triager
+from parsers import parse_message
 from storage import repository as repo
 from storage import voicemails as vm_repo
 from storage.blobs import BlobStore
 from storage.engine import Database
-from storage.models import Ticket, Voicemail
+from storage.models import Message, Ticket, Voicemail
 from transcription import (
     DecodeLimits,
     ModelUnavailable,
@@ -168,7 +173,7 @@ class TranscriptionRunner:
                     "no model for this mailbox: set [transcription] model "
                     "(or a [transcription.models] entry)"
                 )
-            audio = self.blobs.get(job.audio_sha256)
+            audio = self._audio(job)
             transcript = self.pool.transcribe(audio, Path(job.model_dir), job.audio_format)
         except PoolClosed:
             self._requeue(job)  # the daemon is stopping: not the recording's fault
@@ -179,6 +184,25 @@ class TranscriptionRunner:
         else:
             self._done(job, transcript, log)
         return True
+
+    def _audio(self, job: _Job) -> bytes:
+        """The recording's bytes: from the attachment store, else from the raw message."""
+        try:
+            return self.blobs.get(job.audio_sha256)
+        except FileNotFoundError:
+            pass
+        # Stored by an instance with another attachment store (a transcription-only
+        # instance beside intake ones): every attachment is in the message's raw bytes.
+        with self.db.transaction() as s:
+            msg = s.get(Message, job.message_pk)
+            raw = msg.raw if msg is not None else None
+        if raw is None:
+            raise FileNotFoundError(f"no blob {job.audio_sha256} and no raw message")
+        for att in parse_message(raw).attachments:
+            if att.sha256 == job.audio_sha256:
+                self.blobs.put(att.content)  # kept here: a retry reads it at once
+                return att.content
+        raise FileNotFoundError(f"no attachment {job.audio_sha256} in message {job.message_pk}")
 
     def _claim(self) -> _Job | None:
         with self.db.transaction() as s:
