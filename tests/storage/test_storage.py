@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -117,3 +120,27 @@ def test_sqlite_runs_wal_with_full_sync(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     database.dispose()
+
+
+@pytest.mark.postgres
+def test_instances_starting_together_migrate_a_fresh_postgresql_once(pg_url: str) -> None:
+    """Three instances (processes: alembic's context is process-global) upgrading one
+    empty database at the same moment all succeed, and the schema is made once."""
+    go = time.time() + 2.0  # every process waits for the same instant, then migrates
+    code = (
+        "import sys, time; from storage.engine import Database; "
+        f"time.sleep(max(0.0, {go} - time.time())); "
+        "db = Database(sys.argv[1]); db.upgrade(); db.dispose()"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, pg_url], stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errs = [p.communicate(timeout=60)[1] for p in procs]
+    results = list(zip((p.returncode for p in procs), errs, strict=True))
+    assert [rc for rc, _ in results] == [0, 0, 0], [err[-800:] for _, err in results]
+    db = Database(pg_url)
+    try:
+        assert current_revision(db.engine) == head_revision()
+    finally:
+        db.dispose()
