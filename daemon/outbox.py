@@ -209,7 +209,12 @@ class OutboxSender:
             try:
                 attempted = await self.run_once()
             except Exception as exc:  # the database went away: keep the runner, retry
-                self.log.error("outbox.runner_error", error=f"{type(exc).__name__}: {exc}")
+                self.log.error(
+                    "outbox.runner_error",
+                    error=f"{type(exc).__name__}: {exc}",
+                    fix="the sender retries on its next poll; mail waits in the outbox meanwhile; "
+                    "check the database's availability",
+                )
                 attempted = 0
             if attempted < self.batch:  # a full batch means more may be due: go on at once
                 await _first_of(stop, self._wakeup, poll)

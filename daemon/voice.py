@@ -153,7 +153,12 @@ class TranscriptionRunner:
             try:
                 worked = self.run_once()
             except Exception as exc:  # the database went away: keep the thread, retry
-                self.log.error("transcription.runner_error", error=f"{type(exc).__name__}: {exc}")
+                self.log.error(
+                    "transcription.runner_error",
+                    error=f"{type(exc).__name__}: {exc}",
+                    fix="the recogniser retries on its next poll; voicemail waits as pending; "
+                    "check the database's availability",
+                )
                 worked = False
             if not worked:
                 self.wakeup.wait(self.poll_interval)
