@@ -13,10 +13,12 @@ What is measured, in one process pinned to one CPU: the real ``Scheduler.run_onc
 ``synchronous=FULL`` on SQLite) with a real ``daemon.outbound.Outbound`` built from
 ``OutboundConfig(from_address="soporte@example.com")`` and the shipped templates,
 the shipped SLA policies and calendars (``daemon.config_desk.default_sla()``) plus
-``[sla.notify] "*"`` (``--notify``; "" for none) so that a breach queues its notice,
+``[sla.notify] "*"`` (``--notify``; "" for none) so that breaches queue their digest,
 logging as the daemon does (structlog JSON at ``info``, one write per line, here to
 ``<workdir>/scheduler-log-<database>.jsonl``). Per pass: wall seconds, CPU seconds, tickets
-handled, mails queued (outbox rows), µs per due ticket.
+handled, mails queued (outbox rows), µs per due ticket. A pass queues mail as rows
+(a spec and a Message-ID); composing is the sender's, at its claim, so it is not in
+the pass and not measured here.
 
 The data: real rows made the daemon's way. Each distinct ticket "shape" (policy x
 state x moments) is built once through ``daemon.sla`` on a scratch in-memory
@@ -34,7 +36,7 @@ explain`` does). Shapes: ~400, drawn from ``tests/data/triage/tune.jsonl`` sampl
 classifier's ``as_dict`` of the sample, ~2-3 KB as the daemon stores it).
 
 Due tickets (all e-mail, requester with an address, one ``done`` message each,
-~1 KB raw: ``Outbound.write`` reads ``ticket.messages`` for In-Reply-To): ~60 % an
+~1 KB raw, which the sender reads for In-Reply-To when it composes): ~60 % an
 at-risk or breach alarm due ("support" and "setup" policies, open or assigned), ~30 %
 a follow-up due ("setup": 4bd follow-ups, 0-2 already sent), ~10 % an auto-close due
 ("support": closed 72 h after waiting, before its first 4bd follow-up). The rest are
