@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import time
@@ -246,6 +247,12 @@ class Supervisor:
                 )
             )
         self.started = True
+        # What is alive now (config, templates, calendars, SQLAlchemy's metadata, the
+        # logger) lives as long as the process: frozen, full collections stop walking it
+        # again and again; a scheduler pass over 10,000 due tickets spent ~15 % of its
+        # CPU there (docs/BENCHMARKS.md).
+        gc.collect()
+        gc.freeze()
         self.log.info(
             "daemon.ready",
             smtp=self.listening or None,
