@@ -19,7 +19,7 @@ from email.message import Message
 
 from parsers.htmltext import html_to_text
 from parsers.rfc2047 import b64decode_lenient
-from parsers.text import clean_text, decode_bytes
+from parsers.text import clean_text, codec_for, decode_bytes
 
 _UU = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
 
@@ -47,6 +47,35 @@ def _named(part: Message) -> bool:
         return True
 
 
+def payload_of(part: Message) -> object:
+    """``part.get_payload()``, with Buzón's charset policy instead of the stdlib's.
+
+    For 8-bit text compat32 decodes with the declared charset and
+    ``errors="replace"``, catching only ``LookupError``: codecs that refuse that
+    handler (``idna``, ``punycode``, ``undefined``) raise UnicodeError, a NUL in
+    the label ValueError, an RFC 2231 ``charset*`` (a tuple) TypeError, and
+    ``unicode-escape`` interprets backslashes (warning on unknown escapes). Here
+    the label goes through ``codec_for`` first; an unusable one gives what
+    compat32 gives an unknown charset: ASCII with U+FFFD for 8-bit bytes.
+    """
+    if part.is_multipart():
+        return part.get_payload()
+    raw = getattr(part, "_payload", None)  # compat32 keeps 8-bit bytes as surrogates
+    if not isinstance(raw, str):
+        return ""
+    try:
+        raw.encode("utf-8")
+        return raw  # no 8-bit bytes: what get_payload() returns
+    except UnicodeEncodeError:
+        data = raw.encode("ascii", "surrogateescape")
+    label = part.get_param("charset")
+    codec = (codec_for(label) if isinstance(label, str) else None) or "ascii"
+    try:
+        return data.decode(codec, "replace")
+    except Exception:  # a codec may raise anything on hostile bytes
+        return data.decode("ascii", "replace")
+
+
 def sort_parts(root: Message, max_parts: int) -> Sorted:
     """Walk ``root`` depth-first (document order) with an explicit stack."""
     out = Sorted()
@@ -65,7 +94,7 @@ def sort_parts(root: Message, max_parts: int) -> Sorted:
             out.attachments.append((part, message_parts))
             message_parts += 1
             continue
-        payload = part.get_payload()
+        payload = payload_of(part)
         if isinstance(payload, list):
             inside = in_attachment or _is_attachment_container(part)
             children = [child for child in reversed(payload) if isinstance(child, Message)]
@@ -93,7 +122,7 @@ def all_defects(root: Message, max_parts: int) -> list[str]:
         part = stack.pop()
         seen += 1
         names.extend(type(defect).__name__ for defect in part.defects)
-        payload = part.get_payload()
+        payload = payload_of(part)
         if isinstance(payload, list):
             stack.extend(child for child in reversed(payload) if isinstance(child, Message))
     return list(dict.fromkeys(names))

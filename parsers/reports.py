@@ -24,7 +24,7 @@ from itertools import islice
 
 from parsers.headers import HeaderIndex, message_id
 from parsers.model import AutoKind
-from parsers.parts import decode_transfer, transfer_encoding
+from parsers.parts import decode_transfer, payload_of, transfer_encoding
 from parsers.text import clean_line, header_str
 
 MAX_REPORT_PARTS = 32
@@ -90,7 +90,7 @@ def report_parts(root: Message) -> ReportParts:
             if len(found.returned) < MAX_RETURNED_PARTS:
                 found.returned.append(part)
         elif ctype.startswith("multipart/"):
-            payload = part.get_payload()
+            payload = payload_of(part)
             if isinstance(payload, list):
                 stack.extend(reversed([c for c in payload if isinstance(c, Message)]))
     return found
@@ -149,7 +149,7 @@ def field_blocks(part: Message) -> list[Fields]:
     declared on the part or (Proofpoint does this) in a block, is undone
     first: base64 report text would otherwise be unreadable.
     """
-    payload = part.get_payload()
+    payload = payload_of(part)
     items: list[object] = list(payload[:MAX_BLOCKS]) if isinstance(payload, list) else [payload]
     cte = transfer_encoding(part)
     budget = MAX_REPORT_CHARS
@@ -160,7 +160,7 @@ def field_blocks(part: Message) -> list[Fields]:
             fields = _header_fields(item)
             blocks.append(fields)
             cte = keyword(fields.get("content-transfer-encoding", cte))
-            body = item.get_payload()
+            body = payload_of(item)
         if isinstance(body, str) and body.strip() and budget > 0:
             chunk = body[:budget]
             budget -= len(chunk)
@@ -237,12 +237,12 @@ def returned_id(part: Message) -> str:
 
     Normalised by ``parsers.headers.message_id``, as the message's own id is.
     """
-    payload = part.get_payload()
+    payload = payload_of(part)
     cte = transfer_encoding(part)
     headers: Message | None = None
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
         headers = payload[0]
-        inner = headers.get_payload()
+        inner = payload_of(headers)
         if not headers.keys() and cte in _ENCODED and isinstance(inner, str):
             headers, payload = None, inner  # an encoded message/rfc822 parses as no headers
     if headers is None and isinstance(payload, str):

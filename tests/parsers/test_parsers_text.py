@@ -118,3 +118,28 @@ def test_blank_plain_part_falls_back_to_html() -> None:
     parsed = parse_message(raw)
     assert parsed.text == "real text"
     assert parsed.text_from_html is True
+
+
+@pytest.mark.parametrize(
+    "charset",
+    ["idna", "undefined", "punycode", '"utf\x00-8"', "x\x00y", "unicode-escape"],
+    ids=["idna", "undefined", "punycode", "nul-quoted", "nul-bare", "unicode-escape"],
+)
+def test_charset_labels_the_stdlib_chokes_on_still_give_the_body_and_attachments(
+    charset: str,
+) -> None:
+    """A label whose codec refuses errors="replace" (idna, undefined, punycode), holds
+    a NUL, or interprets backslashes (unicode-escape: a DeprecationWarning on an unknown
+    escape) made compat32's ``get_payload()`` raise on 8-bit text (found by the fuzzer);
+    the body and the other parts are still read, with no "could not read"."""
+    raw = (
+        b"From: a@example.com\r\nSubject: t\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        + f"--b\r\nContent-Type: text/plain; charset={charset}\r\n\r\n".encode()
+        + b"\\q caf\xc3\xa9\r\n"
+        b"--b\r\nContent-Type: application/pdf; name=a.pdf\r\n\r\n%PDF-1.4\r\n--b--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == "\\q café"
+    assert [a.filename for a in parsed.attachments] == ["a.pdf"]
+    assert not [d for d in parsed.defects if d.startswith("could not read")], parsed.defects
