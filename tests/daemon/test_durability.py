@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from support.daemon import Daemon, wait_until
+from support.invariants import assert_invariants
 from support.mail import in_data, message
 
 NONCE = re.compile(rb"X-Nonce: ([0-9a-f]{32})")
@@ -123,6 +124,7 @@ def test_dur01_kill9_during_load_loses_nothing(
     assert all(v == 1 for v in stored.values())
     assert integrity_ok(d)
     assert not os.listdir(d.config.parent / "spool" / "tmp")
+    assert_invariants(d.config)
 
 
 def test_dur05_hang_up_after_final_dot_then_resend_is_one_message(
