@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.models import Setting
@@ -16,13 +17,19 @@ REPLY_TOKEN_KEY = "reply_token_key"  # noqa: S105
 def get_or_create(session: Session, key: str, make: Callable[[], str], at: datetime) -> str:
     """The stored value of ``key``; the first caller stores ``make()``.
 
-    Two instances racing to create it collide on the primary key; the loser's
-    transaction fails with an IntegrityError, which the ingest runner retries,
-    and the retry reads the winner's value.
+    Instances starting on a fresh database reach for the same key at once (their
+    schedulers' first batches, their first acknowledgements). The insert runs in a
+    savepoint: the loser of that race rolls back only the savepoint, reads the
+    winner's value and carries on, instead of failing its whole transaction.
     """
     row = session.get(Setting, key)
-    if row is None:
-        row = Setting(key=key, value=make(), created_at=at)
-        session.add(row)
-        session.flush()
+    if row is not None:
+        return row.value
+    try:
+        with session.begin_nested():
+            session.add(Setting(key=key, value=make(), created_at=at))
+    except IntegrityError:
+        pass  # stored by another instance since our read: its value is the one
+    row = session.get(Setting, key, populate_existing=True)
+    assert row is not None  # ours, or the committed winner's (the insert waited for it)
     return row.value

@@ -7,6 +7,7 @@ deadlines runs in milliseconds; the database, spool, parser and templates are re
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import uuid
@@ -659,3 +660,61 @@ def test_a_late_classification_re_selects_the_policy_and_replays(parts: Parts) -
         history = sla.history_of(sla.clock_rows(s, t))
         clocks, _, calendar = sla.replay(history, cfg)
         assert sla.columns(clocks, calendar, t.alarms_sent, cfg.at_risk) == sla.stored_columns(t)
+
+
+def test_schedulers_of_several_instances_do_each_due_item_once_on_postgresql(
+    config_factory: Callable[..., Config], pg_url: str
+) -> None:
+    """Three instances' schedulers (their own engines, passes at the same moment, small
+    batches) over one PostgreSQL database: SKIP LOCKED hands each due ticket to one of them,
+    so every follow-up is queued once and the work is shared, not repeated."""
+    import threading
+
+    cfg = config_factory(POLICIES, database=pg_url)
+    clock = Clock(datetime(2026, 10, 22, 7, 0, tzinfo=UTC))
+    with open_parts(cfg, recover=True) as parts:
+        expected = _waiting_tickets(parts, cfg, clock, 300)
+    clock.now = datetime(2026, 10, 29, 0, 0, tzinfo=UTC)  # every follow-up is due
+    small = replace(cfg.desk.sla, batch=10)
+    start = threading.Barrier(3)
+    handled: list[int] = [0, 0, 0]
+    failures: list[BaseException] = []
+
+    def instance(i: int, run: Scheduler) -> None:
+        try:
+            start.wait(30)
+            for _ in range(3):  # a pass finds nothing left once the others are done
+                handled[i] += run.run_once().tickets
+        except BaseException as exc:
+            failures.append(exc)
+
+    with contextlib.ExitStack() as stack, structlog.testing.capture_logs() as logs:
+        # Opened one after the other: opening runs Alembic, whose context is process-wide.
+        instances = [stack.enter_context(open_parts(cfg, recover=False)) for _ in range(3)]
+        threads = [
+            threading.Thread(
+                target=instance, args=(i, Scheduler(p.db, small, p.outbound, clock=clock))
+            )
+            for i, p in enumerate(instances)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert not failures, failures
+    # The first batches of all three create the desk's reply-token key at once: one wins,
+    # the others read its key; no batch may fail over it.
+    assert [e for e in logs if e["log_level"] == "error"] == []
+    assert sum(handled) == 300, handled  # each due ticket handled by exactly one pass
+    assert sum(1 for n in handled if n) >= 2, handled  # and the instances shared them
+    with open_parts(cfg, recover=False) as parts:
+        mails = outbox(parts, "followup")
+        with parts.db.transaction() as s:
+            sent = [
+                e.ticket_id
+                for t in s.scalars(select(Ticket))
+                for e in t.events
+                if e.kind == "followup_sent"
+            ]
+    assert sorted(m.ticket_id for m in mails) == sorted(expected)  # one mail per ticket
+    assert sorted(sent) == sorted(expected)  # one event per ticket
