@@ -108,6 +108,9 @@ class ImapAccount:
     poll_interval: float = 60.0
     timeout: float = 60.0
     batch_size: int = 50
+    # Seconds an instance holds a folder without renewing it (renewed every third of it);
+    # with several instances, how long a dead one's folders wait before another fetches.
+    lease: float = 60.0
 
     def secret(self, environ: dict[str, str] | None = None) -> str:
         """The password or access token, read now (files can be rotated under us)."""
@@ -438,6 +441,11 @@ def _validate_imap(accounts: tuple[ImapAccount, ...]) -> None:
             raise ConfigError(f'{where} folders: list at least one folder, e.g. ["INBOX"]')
         if a.batch_size < 1 or a.poll_interval <= 0 or a.timeout <= 0:
             raise ConfigError(f"{where}: batch_size, poll_interval and timeout must be positive")
+        if a.lease < 3:
+            raise ConfigError(
+                f"{where} lease = {a.lease}: use at least 3 seconds (it is renewed every "
+                "third of it); the default, 60, suits most desks"
+            )
 
 
 def _validate_imap_auth(where: str, a: ImapAccount) -> None:

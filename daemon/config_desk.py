@@ -98,6 +98,9 @@ class OutboundConfig:
     retry_max: float = 3600.0
     ack_per_day: float = 5.0  # acknowledgements per address per day (token bucket)
     templates: str = ""  # a directory whose files override the shipped templates
+    # Seconds a sender holds the mail it claimed; each attempt gets half of it. With several
+    # instances, how long the mail a dead sender had claimed waits before another sends it.
+    lease: float = 300.0
 
     @property
     def host(self) -> str:
@@ -223,6 +226,11 @@ def _outbound(value: Any) -> OutboundConfig:
         raise ConfigError("[outbound] max_attempts >= 1 and 0 < retry_first <= retry_max (seconds)")
     if out.ack_per_day <= 0:
         raise ConfigError("[outbound] ack_per_day: use a positive number, e.g. 5")
+    if out.lease < 2 * out.timeout:
+        raise ConfigError(
+            f"[outbound] lease = {out.lease}: use at least twice timeout ({out.timeout}), "
+            "since each attempt gets half the lease; the default is 300"
+        )
     return out
 
 

@@ -41,7 +41,6 @@ from daemon.spool import Spool
 from storage import imapstate
 from storage.engine import Database
 
-LEASE_TTL = timedelta(seconds=60)
 IDLE_REFRESH = 300.0  # seconds; RFC 2177 asks for at most 29 minutes
 MAX_BACKOFF = 300.0
 AUTH_BACKOFF = 60.0
@@ -200,6 +199,7 @@ class FolderWorker:
         self.log = get_logger(component="imap", account=account.name, folder=folder)
         self.backoff = Backoff()
         self._renewed = 0.0
+        self.lease = timedelta(seconds=account.lease)
         self.backfill = backfill  # history import: later stages send no acknowledgement
         self.on_spooled = on_spooled
 
@@ -210,7 +210,7 @@ class FolderWorker:
         while not self.stop.is_set():
             try:
                 if not self._acquire():
-                    self.stop.wait(LEASE_TTL.total_seconds() / 3)
+                    self.stop.wait(self.lease.total_seconds() / 3)
                     continue
                 with self.connect() as client:
                     self.backoff.reset()
@@ -281,14 +281,14 @@ class FolderWorker:
                 self.folder,
                 holder=self.holder,
                 now=self.clock(),
-                ttl=LEASE_TTL,
+                ttl=self.lease,
             )
             state = None if row is None else (row.uidvalidity, row.last_uid)
         self._renewed = time.monotonic()
         return state
 
     def _renew(self) -> None:
-        if time.monotonic() - self._renewed < LEASE_TTL.total_seconds() / 3:
+        if time.monotonic() - self._renewed < self.lease.total_seconds() / 3:
             return
         if not self._acquire():
             raise LeaseLostError(self.source)
@@ -520,7 +520,7 @@ class FolderWorker:
                 fetched=len(items),
                 lag=max(batch.lag for batch in group),
                 now=now,
-                ttl=LEASE_TTL,
+                ttl=self.lease,
             ):
                 raise LeaseLostError(self.source)
         self._renewed = time.monotonic()

@@ -185,15 +185,14 @@ class OutboxSender:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         holder: str = "",  # "" = host:pid, read when built (a forked process gets its own)
-        lease: timedelta = timedelta(minutes=5),
+        lease: timedelta | None = None,  # None = [outbound] lease, re-read after a reload
         batch: int = 20,
     ) -> None:
         self.db, self.cfg, self.clock = db, cfg, clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
-        self.lease, self.batch = lease, batch
+        self._lease, self.batch = lease, batch
         self.stats = OutboxStats()
         self.log = get_logger(component="outbox")
-        self._budget = lease.total_seconds() / 2
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned_no_relay = False
@@ -218,6 +217,16 @@ class OutboxSender:
                 attempted = 0
             if attempted < self.batch:  # a full batch means more may be due: go on at once
                 await _first_of(stop, self._wakeup, poll)
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim holds its rows (``[outbound] lease``)."""
+        return self._lease or timedelta(seconds=self.cfg.lease)
+
+    @property
+    def _budget(self) -> float:
+        """Seconds one attempt may take: half the lease, so it ends well inside it."""
+        return self.lease.total_seconds() / 2
 
     def wake(self) -> None:
         """Start the next pass now (new mail was enqueued); safe from any thread."""

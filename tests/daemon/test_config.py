@@ -152,6 +152,7 @@ def test_imap_accounts_are_read(tmp_path: Path) -> None:
         (('security = "none"', 'security = "ssl"'), 'security: use "tls"'),
         (("port = 1143", 'port = 1143\nafter = "delete"'), 'after: use "keep"'),
         (('password_env = "IMAP_PW"', 'password_file = "missing.pw"'), "does not exist"),
+        (("port = 1143", "port = 1143\nlease = 1.0"), "lease = 1.0: use at least 3 seconds"),
     ],
 )
 def test_invalid_imap_account_names_key_and_fix(
@@ -248,3 +249,15 @@ def test_secrets_may_name_a_systemd_credential(
     assert cfg.imap[0].password_file == str(creds / "imap")
     assert cfg.imap[0].secret() == "s3cret"
     assert cfg.desk.outbound.password_file == str(creds / "relay")
+
+
+def test_leases_are_configurable_and_checked(tmp_path: Path) -> None:
+    """How long a dead instance's IMAP folders and claimed mail wait for another instance
+    is the admin's choice; an outbox lease that would cut every attempt short is refused."""
+    cfg = parse(IMAP_OK.replace("port = 1143", "port = 1143\nlease = 10.0"), tmp_path)
+    assert cfg.imap[0].lease == 10.0 and parse("", tmp_path).imap == ()
+    out = parse('[outbound]\nrelay = "127.0.0.1:25"\nlease = 20.0\ntimeout = 10.0\n', tmp_path)
+    assert out.desk.outbound.lease == 20.0
+    assert parse("", tmp_path).desk.outbound.lease == 300.0
+    with pytest.raises(ConfigError, match=r"\[outbound\] lease = 20.0: use at least twice"):
+        parse('[outbound]\nrelay = "127.0.0.1:25"\nlease = 20.0\n', tmp_path)

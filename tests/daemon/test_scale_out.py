@@ -53,7 +53,8 @@ class Load:
 
 
 # Bounded: paced so that the load outlasts both kills (a restart takes 4-10 s on two cores),
-# with leases short enough that a dead instance's mailbox and mail are taken over at once.
+# with `[[imap]] lease` and `[outbound] lease` short enough that a dead instance's mailbox and
+# mail are taken over at once.
 BOUNDED = Load(300, 100, 6, 12.0, (0.2, 0.6), (timedelta(seconds=4), timedelta(seconds=8)), 120)
 # Full: the daemon's own leases (60 s, 5 min); paced too, or the clients are done (about
 # 110 messages a second) before the victim is back from its first restart.
@@ -73,7 +74,7 @@ def matter(rng: random.Random, channel: str, i: int) -> tuple[str, str, bytes]:
     return nonce, sender, message(subject, sender=sender, body=body, nonce=nonce)
 
 
-def imap_account(port: int) -> str:
+def imap_account(port: int, lease: timedelta | None) -> str:
     return f"""
 [[imap]]
 name = "support"
@@ -84,7 +85,14 @@ username = "support"
 password_env = "{PASSWORD_ENV}"
 timeout = 5.0
 poll_interval = 0.5
+{f"lease = {lease.total_seconds()}" if lease else ""}
 """
+
+
+def outbound(port: int, lease: timedelta | None) -> str:
+    # A sender's attempt gets half its lease, so a short lease needs a short timeout.
+    short = f"lease = {lease.total_seconds()}\ntimeout = {lease.total_seconds() / 2}\n"
+    return f'[outbound]\nrelay = "127.0.0.1:{port}"\n' + (short if lease else "")
 
 
 @pytest.fixture
@@ -162,12 +170,11 @@ def test_three_instances_one_killed_twice_store_ticket_and_ack_exactly_once(
                     tmp_path / name,
                     port := free_port(),
                     database=pg_url,
-                    extra=imap_account(server.port)
-                    + f'[outbound]\nrelay = "127.0.0.1:{relay_port}"\n',
+                    extra=imap_account(server.port, load.leases and load.leases[0])
+                    + outbound(relay_port, load.leases and load.leases[1]),
                 ),
                 port,
                 name=name,
-                leases=load.leases,
             )
             for name in "abc"
         ]

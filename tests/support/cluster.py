@@ -18,7 +18,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from email.parser import BytesHeaderParser
 from typing import Any
 
@@ -26,40 +25,20 @@ from aiosmtpd.controller import Controller
 
 from support.daemon import Daemon, free_port
 
-# The leases a dead instance leaves behind are constants of the daemon (an IMAP folder's
-# 60 s, ``daemon.imap.LEASE_TTL``; an outbox row's 5 min, ``OutboxSender``'s ``lease``),
-# not configuration. A test that cannot wait that long runs the same command with them
-# shortened before the daemon starts: nothing else differs.
-_SHORT_LEASES = """\
-import sys
-from datetime import timedelta
-import daemon.imap, daemon.outbox
-daemon.imap.LEASE_TTL = timedelta(seconds={imap})
-daemon.outbox.OutboxSender.__init__.__kwdefaults__["lease"] = timedelta(seconds={outbox})
-from daemon.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
 
 @dataclass
 class Instance(Daemon):
-    """A daemon that keeps the log of its earlier runs and may run with short leases."""
+    """A daemon that keeps the log of its earlier runs."""
 
     name: str = ""
-    leases: tuple[timedelta, timedelta] | None = None  # (IMAP folder, outbox row)
     history: list[dict[str, Any]] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
 
     def start(self, wait_ready: bool = True, env: dict[str, str] | None = None) -> Instance:
         self.history.extend(self.events)  # Daemon.start forgets the last run's log
         self.events.clear()
-        if self.leases is None:
-            command = [sys.executable, "-m", "daemon.cli"]
-        else:
-            imap, outbox = (lease.total_seconds() for lease in self.leases)
-            command = [sys.executable, "-c", _SHORT_LEASES.format(imap=imap, outbox=outbox)]
         self.proc = subprocess.Popen(
-            [*command, "--config", str(self.config), "run"],
+            [sys.executable, "-m", "daemon.cli", "--config", str(self.config), "run"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
