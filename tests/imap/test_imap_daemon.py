@@ -14,10 +14,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from imapclient.exceptions import IMAPClientError
+
 from conftest import corpus_files
 from support.daemon import Daemon, wait_until
 from support.dovecot import Dovecot
 from support.imaptest import NONCE, PASSWORD_ENV
+from support.invariants import assert_invariants
 from support.mail import crlf, message, send
 
 
@@ -68,44 +72,86 @@ def seen_nonces(server: Dovecot) -> set[str]:
     return out
 
 
+def _append_all(server: Dovecot, raws: list[bytes], pace: float = 0.0) -> None:
+    """APPEND ``raws`` over one IMAP session (a new one after an error), ``pace`` s apart."""
+    pending = list(raws)
+    while pending:
+        try:
+            with server.session("support") as c:
+                while pending:
+                    c.append("INBOX", pending[0])
+                    pending.pop(0)
+                    if pace:
+                        time.sleep(pace)
+        except (OSError, IMAPClientError):
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("total", "preloaded", "kills"),
+    [
+        pytest.param(150, 0, 5, id="bounded"),
+        pytest.param(
+            3000, 1500, 30, id="full", marks=[pytest.mark.soak, pytest.mark.timeout(3600)]
+        ),
+    ],
+)
 def test_dur02_kill9_while_fetching_a_growing_mailbox(
-    dovecot: Dovecot, daemon_factory: Callable[..., Daemon]
+    dovecot: Dovecot,
+    daemon_factory: Callable[..., Daemon],
+    total: int,
+    preloaded: int,
+    kills: int,
 ) -> None:
-    """DUR-02 (bounded): kill -9 the daemon 5 times while a mailbox is appended to and
-    fetched with after = "seen": at every kill, each \\Seen message is already durable;
-    at the end every message is stored exactly once."""
-    nonces: list[str] = []
-    stop = threading.Event()
-
-    def appender() -> None:
-        while not stop.is_set() and len(nonces) < 150:
-            nonce = uuid.uuid4().hex
-            dovecot.append("support", "INBOX", message(f"dur02 {nonce[:6]}", nonce=nonce))
-            nonces.append(nonce)
-
+    """DUR-02: kill -9 the daemon (its IMAP worker) repeatedly while a mailbox of ``total``
+    messages (``preloaded`` of them there from the start) is fetched and appended to with
+    after = "seen": at every kill, each \\Seen message is already durable; at the end every
+    message is stored exactly once, all are \\Seen, and ``buzon verify`` finds nothing."""
+    nonces = [uuid.uuid4().hex for _ in range(total)]
+    raws = [message(f"dur02 {n[:6]}", nonce=n) for n in nonces]
+    _append_all(dovecot, raws[:preloaded])
     d = daemon_factory("dur02", extra=imap_extra(dovecot.port, after='"seen"', batch_size="7"))
-    feeder = threading.Thread(target=appender)
-    feeder.start()
     rng = random.Random(3)
+    delays = [rng.uniform(1.0, 3.0) for _ in range(kills)]
+    # The rest arrives while the kills happen, spread over most of that time.
+    pace = 0.75 * sum(delays) / max(1, total - preloaded)
+    feeder = threading.Thread(target=_append_all, args=(dovecot, raws[preloaded:], pace))
+    feeder.start()
     try:
-        for _ in range(5):
-            time.sleep(rng.uniform(1.0, 3.0))
+        for delay in delays:
+            time.sleep(delay)
             d.kill()
             flagged = seen_nonces(dovecot)
             assert flagged <= durable_nonces(d), "a message was flagged before it was durable"
             d.start()
     finally:
-        stop.set()
         feeder.join()
-    wait_until(
-        lambda: set(db_nonces(d)) == set(nonces),
-        90,
-        interval=0.5,
-        what="every appended message stored",
-    )
+    _wait_all_stored(d, set(nonces))
     assert d.stop() == 0
     assert db_nonces(d) == dict.fromkeys(nonces, 1)
     assert seen_nonces(dovecot) == set(nonces)
+    assert_invariants(d.config)
+
+
+def _wait_all_stored(d: Daemon, nonces: set[str], stall: float = 120.0) -> None:
+    """Wait while the daemon keeps storing; fail, saying where things stand, when every
+    nonce is not stored and no new one has been for ``stall`` seconds."""
+    stored: set[str] = set()
+    last_progress = time.monotonic()
+    while not nonces <= stored:
+        now = set(db_nonces(d))
+        if len(now) > len(stored):
+            last_progress = time.monotonic()
+        stored = now
+        if time.monotonic() - last_progress > stall:
+            spool = d.config.parent / "spool"
+            queued = {sub: len(os.listdir(spool / sub)) for sub in ("new", "cur", "bad")}
+            recent = [e.get("event") for e in list(d.events)[-15:]]
+            raise AssertionError(
+                f"{len(nonces - stored)} of {len(nonces)} messages not stored and none for "
+                f"{stall:g} s; spool {queued}; last events {recent}"
+            )
+        time.sleep(1.0)
 
 
 def test_corpus_appended_to_dovecot_is_ingested_byte_exact(
