@@ -61,6 +61,7 @@ def dedupe(work: Work) -> None:
     existing = repo.message_by_sha(work.session, work.sha256)
     reason = "same raw bytes"
     if existing is None and work.parsed is not None and not work.parsed.message_id_generated:
+        repo.lock_message_id(work.session, work.parsed.message_id)
         for candidate in repo.messages_by_message_id(work.session, work.parsed.message_id):
             if _same_message(candidate, work):
                 existing, reason = candidate, "same Message-ID, sender and body"

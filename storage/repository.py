@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, load_only, selectinload
 
 from storage.models import Contact, Delivery, Message, Ticket, TicketEvent
@@ -28,6 +28,21 @@ def message_by_sha(session: Session, sha256: str) -> Message | None:
 
 def messages_by_message_id(session: Session, message_id: str) -> list[Message]:
     return list(session.scalars(select(Message).where(Message.message_id == message_id)))
+
+
+def lock_message_id(session: Session, message_id: str) -> None:
+    """Until this transaction ends, be the only one deciding about ``message_id``.
+
+    No unique index can back the Message-ID match (one id may name different mails), so on
+    PostgreSQL two instances storing two copies at once would both find nothing: a
+    transaction-scoped advisory lock makes the second wait for the first's commit. SQLite
+    needs none: its write transactions (BEGIN IMMEDIATE) already run one at a time.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": message_id}
+        )
 
 
 def delivery_by_spool_id(session: Session, spool_id: str) -> Delivery | None:
