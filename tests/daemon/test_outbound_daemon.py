@@ -15,9 +15,8 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from support.daemon import Daemon, free_port, wait_until
+from support.daemon import Daemon, serving, wait_until
 from support.mail import message, send
 
 
@@ -46,13 +45,8 @@ class Sink:
 @pytest.fixture
 def relay() -> Iterator[tuple[Sink, int]]:
     sink = Sink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with serving(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 def test_acknowledgement_reaches_the_relay_safe_and_never_loops(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from conftest import missing
 from daemon import config as config_mod
@@ -24,7 +23,7 @@ from daemon.config_roles import RolesConfig
 from daemon.errors import ConfigError
 from daemon.reload import plan, restart_reason
 from daemon.status_command import status_data
-from support.daemon import Daemon, free_port, run_cli, wait_until, write_config
+from support.daemon import Daemon, free_port, run_cli, serving, wait_until, write_config
 from support.mail import message, send
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "voicemail"
@@ -120,13 +119,9 @@ class Sink:
 
 @pytest.fixture
 def relay() -> Iterator[tuple[Sink, int]]:
-    sink, port = Sink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    sink = Sink()
+    with serving(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 # The same desk for both instances: a 1-minute policy, at risk after 1 % of it (0.6 s),

@@ -8,10 +8,7 @@ several MX hosts would; the sink is the relay the instances deliver acknowledgem
 
 from __future__ import annotations
 
-import os
 import smtplib
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -21,9 +18,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from typing import Any
 
-from aiosmtpd.controller import Controller
-
-from support.daemon import Daemon, free_port
+from support.daemon import Daemon, serving
 
 
 @dataclass
@@ -36,16 +31,9 @@ class Instance(Daemon):
 
     def start(self, wait_ready: bool = True, env: dict[str, str] | None = None) -> Instance:
         self.history.extend(self.events)  # Daemon.start forgets the last run's log
-        self.events.clear()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "--config", str(self.config), "run"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
+        super().start(wait_ready=False, env=env)
+        assert self.proc is not None
         self.pids.append(self.proc.pid)
-        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
-        self._reader.start()
         if wait_ready:
             self.wait_event("daemon.ready", timeout=60)
         return self
@@ -75,13 +63,9 @@ class Sink:
 @contextmanager
 def relay_sink() -> Iterator[tuple[Sink, int]]:
     """A started sink on a free loopback port; stopped however the block ends."""
-    sink, port = Sink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    sink = Sink()
+    with serving(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 class Mta:
