@@ -1,0 +1,92 @@
+"""An incident's links and counts are written in place, never from a value read earlier."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from storage import incidents
+from storage.engine import Database
+from storage.models import Incident, Ticket
+
+NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'b.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    database = Database(url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def _ticket(customer: str, incident: Incident | None = None) -> Ticket:
+    return Ticket(
+        status="open",
+        customer=customer,
+        requester=customer,
+        channel="email",
+        created_at=NOW,
+        updated_at=NOW,
+        incident=incident,
+    )
+
+
+def _incident(tickets: int, customers: int) -> Incident:
+    return Incident(
+        status="open",
+        opened_at=NOW,
+        last_at=NOW,
+        ticket_count=tickets,
+        customer_count=customers,
+    )
+
+
+def test_count_link_adds_a_ticket_and_a_customer_only_when_new(db: Database) -> None:
+    """A second ticket of a customer already linked counts as a ticket, not a customer;
+    ``last_at`` only moves forward."""
+    with db.transaction() as s:
+        inc = _incident(1, 1)
+        s.add_all([inc, _ticket("ana@a.es", inc)])
+        s.flush()
+        again, other = _ticket("ana@a.es", inc), _ticket("luis@b.es", inc)
+        s.add_all([again, other])
+        s.flush()
+        assert incidents.count_link(s, inc.id, again.id, "ana@a.es", NOW) == (2, 1)
+        assert incidents.count_link(s, inc.id, other.id, "luis@b.es", NOW - timedelta(1)) == (
+            3,
+            2,
+        )
+        inc_id = inc.id
+    with db.transaction() as s:
+        row = s.get(Incident, inc_id)
+        assert row is not None
+        assert (row.ticket_count, row.customer_count, row.last_at) == (3, 2, NOW)
+
+
+def test_attach_unlinked_never_takes_a_ticket_linked_since_it_was_read(pg_url: str) -> None:
+    """A ticket another transaction linked after this one loaded it (READ COMMITTED) keeps
+    its incident; the others are linked."""
+    db = Database(pg_url)
+    db.upgrade()
+    try:
+        with db.transaction() as s:
+            first, mine = _incident(0, 0), _incident(0, 0)
+            s.add_all([first, mine, _ticket("ana@a.es"), _ticket("luis@b.es")])
+        with db.transaction() as s:
+            taken, free = s.query(Ticket).order_by(Ticket.id).all()
+            assert taken.incident_id is None  # as this transaction read it
+            with db.transaction() as other:  # another instance links it meanwhile
+                other.get(Ticket, taken.id).incident_id = first.id  # type: ignore[union-attr]
+            linked = incidents.attach_unlinked(s, mine.id, [taken, free])
+            assert linked == [free]
+            assert (taken.incident_id, free.incident_id) == (first.id, mine.id)
+    finally:
+        db.dispose()
