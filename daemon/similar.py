@@ -75,24 +75,26 @@ def incident(work: Work) -> None:
     if not informative(t.match_text):
         return
     since = t.created_at - timedelta(minutes=m.incident_window_minutes)
-    similar: list[tuple[float, Ticket]] = []
-    for other in repo.tickets_created_since(
+    close: list[tuple[float, repo.Candidate]] = []
+    for cand in repo.tickets_created_since(
         work.session, since, limit=m.incident_candidates, category=t.category or None
     ):
-        if other.id == t.id or other.customer == t.customer:
+        if cand.id == t.id or cand.customer == t.customer:
             continue
-        score = incident_score(t.match_text, other.match_text)
+        score = incident_score(t.match_text, cand.match_text)
         if score >= m.incident_similarity:
-            similar.append((score, other))
-    open_incidents = [
-        o.incident for _, o in similar if o.incident is not None and o.incident.status == "open"
-    ]
+            close.append((score, cand))
+    ids = {c.incident_id for _, c in close if c.incident_id is not None}
+    found = (work.session.get(Incident, i) for i in ids)
+    open_incidents = [i for i in found if i is not None and i.status == "open"]
     if open_incidents:
         _link(work, max(open_incidents, key=lambda i: i.last_at), t)
         return
-    customers = {o.customer for _, o in similar} | {t.customer}
+    customers = {c.customer for _, c in close} | {t.customer}
     if len(customers) < m.incident_tickets:
         return
+    # Detecting is rare (once an outage): now the similar tickets are worth loading.
+    similar = [(score, work.session.get_one(Ticket, c.id)) for score, c in close]
     # Only tickets still in no incident: another instance may have detected the same
     # outage since they were read, and taking its tickets would make its counts wrong.
     # When it has taken some, its incident is this outage: the ticket joins it instead.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, load_only, selectinload
@@ -137,20 +137,34 @@ def open_tickets_of_customer(
     )
 
 
+class Candidate(NamedTuple):
+    """What the incident step reads of a recent ticket: plain values, not an ORM object."""
+
+    id: int
+    customer: str
+    match_text: str
+    incident_id: int | None
+    created_at: datetime
+
+
 def tickets_created_since(
     session: Session, since: datetime, *, limit: int, category: str | None = None
-) -> list[Ticket]:
-    """Tickets opened since ``since``, newest first, at most ``limit`` (an index range)."""
+) -> list[Candidate]:
+    """Tickets opened since ``since``, newest first, at most ``limit`` (an index range).
+
+    Rows, not tickets: each of up to 500 candidates per message is scored and almost all
+    are dropped, and ORM objects, even with ``load_only``, cost ~10-14 ms per message more
+    (bench/scale.py); the few a message acts on are loaded by id.
+    """
     query = (
-        select(Ticket)
-        .options(*_MATCHING_ONLY)
+        select(Ticket.id, Ticket.customer, Ticket.match_text, Ticket.incident_id, Ticket.created_at)
         .where(Ticket.created_at >= since, Ticket.status != MERGED)
         .order_by(Ticket.created_at.desc())
         .limit(limit)
     )
     if category:
         query = query.where(Ticket.category == category)
-    return list(session.scalars(query))
+    return [Candidate(*row) for row in session.execute(query)]
 
 
 def incident_has_customer(session: Session, incident_id: int, customer: str) -> bool:
