@@ -1,11 +1,15 @@
-"""What the benches share: CPU accounting of a process tree and the base daemon config.
+"""What the benches share: CPU accounting of a process tree, the base daemon config and
+scratch PostgreSQL databases.
 
 Benches run as scripts (``python bench/x.py``), so this folder is on sys.path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 BASE_TOML = (
@@ -34,3 +38,28 @@ def tree_cpu(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue  # exited meanwhile
     return total / tick
+
+
+def libpq(url: str) -> str:
+    """A SQLAlchemy URL as psycopg's conninfo (drop the driver suffix)."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new database ``<prefix>_<hex>`` beside ``admin_url``'s: (its URL, its name);
+    dropped at the end, its connections closed first, however the block ends."""
+    import psycopg  # only the PostgreSQL benches need it
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}", name
+    finally:
+        with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')

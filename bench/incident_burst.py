@@ -39,7 +39,6 @@ The last line printed is one JSON object with all the numbers.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import random
@@ -49,7 +48,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
@@ -62,6 +60,8 @@ import psycopg
 # the triage package. The spawned instances inherit the path.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchlib import libpq, scratch_database  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RCPT = "soporte@example.com"
@@ -213,26 +213,6 @@ def instance_main(cfg_path: str, ready: Event, go: Event, results: Queue[dict[st
 # --- the run -------------------------------------------------------------------------------
 
 
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-@contextlib.contextmanager
-def scratch_database(admin_url: str) -> Iterator[tuple[str, str]]:
-    name = f"buzon_burst_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}", name
-    finally:
-        with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
 class Sampler(threading.Thread):
     """Samples what the burst's backends are doing, every ``interval`` seconds."""
 
@@ -307,7 +287,7 @@ def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     run = uuid.uuid4().hex[:8]
     raws = corpus(mode, args.messages, run, args.seed)
-    with scratch_database(args.pg) as (url, name):
+    with scratch_database(args.pg, "buzon_burst") as (url, name):
         paths = [write_config(tmp / f"{mode}-{run}-{i}", url) for i in range(args.instances)]
         now = datetime.now(UTC).isoformat()
         for i, path in enumerate(paths):

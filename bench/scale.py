@@ -80,7 +80,7 @@ from typing import Any
 
 import psycopg
 
-from benchlib import tree_cpu
+from benchlib import libpq, scratch_database, tree_cpu
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -156,28 +156,6 @@ class Corpus:
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
-
-
-def libpq(url: str) -> str:
-    """A SQLAlchemy URL as psycopg's conninfo (drop the driver suffix)."""
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-@contextlib.contextmanager
-def scratch_database(admin_url: str) -> Any:
-    name = f"buzon_scale_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        yield url
-    finally:
-        with psycopg.connect(libpq(admin_url), autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def baseline_inserts(url: str, corpus: Corpus, seconds: float) -> float:
@@ -521,7 +499,7 @@ def db_counts(url: str) -> dict[str, Any]:
 def run_round(n: int, args: argparse.Namespace, tmp: Path, relay: int, run: str) -> dict[str, Any]:
     corpus = Corpus(f"{run}n{n}", args.customers)
     env = daemon_env(n, args, tmp)
-    with scratch_database(args.pg) as url:
+    with scratch_database(args.pg, "buzon_scale") as (url, _name):
         baseline = baseline_inserts(url, corpus, args.baseline) if args.baseline > 0 else 0.0
         instances = [Instance(tmp / f"n{n}-{i}", free_port()) for i in range(n)]
         for inst in instances:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from daemon.automatic import automatic
-from daemon.similar import incident
+from daemon.similar import count_incident, incident
 from daemon.sla_steps import acknowledge, stamp
 from daemon.ticketing import thread
 from daemon.work import Done, Step, Work
@@ -316,6 +316,7 @@ STEPS: dict[str, Step] = {
     "incident": incident,
     "stamp": stamp,
     "acknowledge": acknowledge,
+    "count_incident": count_incident,
 }
 INGEST: tuple[str, ...] = (
     "dedupe",
@@ -328,6 +329,7 @@ INGEST: tuple[str, ...] = (
     "incident",
     "stamp",
     "acknowledge",
+    "count_incident",  # last: it locks the incident's row until commit
 )
 RETRY: tuple[str, ...] = (
     "refresh_message",
@@ -339,6 +341,7 @@ RETRY: tuple[str, ...] = (
     "incident",
     "stamp",
     "acknowledge",
+    "count_incident",  # last: it locks the incident's row until commit
 )
 
 __all__ = ["INGEST", "RETRY", "STEPS", "Done", "Work", "run"]

@@ -17,7 +17,7 @@ tickets from at least ``incident_tickets - 1`` *other* customers in the last
 linking them all; a later similar ticket joins the open incident. Counting
 customers, not tickets, keeps one customer writing five times from looking
 like an outage. In an outage every instance links tickets to the same incident
-at once: counts are added in its row at commit (``storage.incidents``), so the
+at once: counts are added in its row by the last step (``count_incident``), so the
 instances wait for each other's commit only, and no link is lost from a count.
 """
 
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-
-from sqlalchemy import event
 
 from daemon.ticketops import join
 from daemon.work import Work
@@ -151,18 +149,24 @@ def _link(work: Work, inc: Incident, t: Ticket) -> None:
     _linked_event(work, inc, t, "similar to tickets of the open incident")
     logged: dict[str, Any] = {"incident": inc.ref}
     work.events.append(("incident.updated", logged))
-    ticket_id, customer, now = t.id, t.customer, work.now
+    work.joined_incident = (inc.id, logged)
 
-    def count() -> None:
-        # Counted in the incident's row, as they come (loading every linked ticket would
-        # make each report of a large outage cost more than the one before). The UPDATE
-        # locks that row until commit, and in an outage every instance's transactions
-        # link to it: run last, they wait for each other's commit, not for each other's
-        # whole pipeline (bench/incident_burst.py).
-        tickets, _ = incidents.count_link(work.session, inc.id, ticket_id, customer, now)
-        logged["tickets"] = tickets
 
-    event.listen(work.session, "before_commit", lambda _session: count(), once=True)
+def count_incident(work: Work) -> None:
+    """Count the ticket ``incident`` linked in its incident's row: the pipeline's last step.
+
+    Counted in the row, as they come (loading every linked ticket would make each report
+    of a large outage cost more than the one before). The UPDATE locks that row until
+    commit, and in an outage every instance's transactions link to it: run last, they
+    wait for each other's commit, not for each other's whole pipeline
+    (bench/incident_burst.py).
+    """
+    if work.joined_incident is None or work.ticket is None:
+        return
+    incident_id, logged = work.joined_incident
+    t = work.ticket
+    tickets, _ = incidents.count_link(work.session, incident_id, t.id, t.customer, work.now)
+    logged["tickets"] = tickets
 
 
 def _linked_event(work: Work, inc: Incident, t: Ticket, why: str) -> None:

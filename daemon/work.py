@@ -62,6 +62,9 @@ class Work:
     reply_key: str = ""  # the reply-token key, read once per message (daemon.ticketops)
     opened: bool = False  # this message opened its ticket
     flags_raised: tuple[str, ...] = ()  # this message's own flags (a chase leaves clocks alone)
+    # The incident this message's ticket joined, to be counted in its row by the last step
+    # (``daemon.similar.count_incident``), and the log fields that step completes.
+    joined_incident: tuple[int, dict[str, Any]] | None = None
     outcome: str = ""
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
