@@ -167,16 +167,6 @@ def tickets_created_since(
     return [Candidate(*row) for row in session.execute(query)]
 
 
-def incident_has_customer(session: Session, incident_id: int, customer: str) -> bool:
-    """Whether a ticket of ``customer`` is already linked to the incident."""
-    found = session.scalar(
-        select(Ticket.id)
-        .where(Ticket.incident_id == incident_id, Ticket.customer == customer)
-        .limit(1)
-    )
-    return found is not None
-
-
 def open_ticket_for_requester(
     session: Session, requester: str, channel: str, *, since: datetime
 ) -> Ticket | None:
