@@ -1019,6 +1019,8 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", type=int, default=300, help="tickets replayed per database check")
     p.add_argument("--cpu", type=int, default=-1, help="CPU to pin to (default: the last one)")
     p.add_argument("--profile", action="store_true", help="cProfile one pass at the largest size")
+    p.add_argument("--batch", type=int, default=0, help="[sla] batch (default: the daemon's)")
+    p.add_argument("--profile-top", type=int, default=15, help="functions the profile prints")
     return p
 
 
@@ -1200,6 +1202,8 @@ def main(argv: list[str] | None = None) -> int:
     logmod.configure("error", "json", stream=sys.stderr)  # generation: the shapes' passes
     cpu = _pin(args.cpu)
     cfg = default_sla()
+    if args.batch:
+        cfg = replace(cfg, batch=args.batch)
     if args.notify:
         cfg = replace(cfg, notify=(("*", args.notify),))
     outbound = Outbound(OutboundConfig(from_address="soporte@example.com"))
@@ -1248,8 +1252,8 @@ def main(argv: list[str] | None = None) -> int:
         report["ratios"], report["goals"] = _goals(desks, rows)
         report["ratios"] = {k: round(v, 3) for k, v in report["ratios"].items()}
         if args.profile:
-            print(f"\ncProfile of one pass at {desks[-2].label} (top 15):")
-            print(_profile(desks[-2], cfg, outbound, 15))
+            print(f"\ncProfile of one pass at {desks[-2].label} (top {args.profile_top}):")
+            print(_profile(desks[-2], cfg, outbound, args.profile_top))
     for d in desks:
         d.db.dispose()
     print(json.dumps(report, ensure_ascii=False, default=str))

@@ -7,6 +7,7 @@ message can be followed end to end. docs/EVENTS.md is the catalogue.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -36,6 +38,19 @@ def escape_control_characters(
         if isinstance(value, str) and _HAS_CONTROL.search(value):
             event_dict[key] = value.translate(_CONTROL)
     return event_dict
+
+
+_encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+def json_line(event: Any, **kw: Any) -> str:
+    """The JSON of one log event: msgspec's C encoder (a few times ``json.dumps``'s speed on
+    the scheduler's thousands of lines per pass), ``json.dumps`` for the string it refuses
+    (a lone surrogate from hostile mail). An unknown type is written as its ``repr``."""
+    try:
+        return _encode(event).decode()
+    except UnicodeEncodeError:
+        return json.dumps(event, separators=(",", ":"), **kw)
 
 
 class LineWriter:
@@ -106,7 +121,7 @@ def configure(
     if use_console:
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     else:
-        processors.append(structlog.processors.JSONRenderer())
+        processors.append(structlog.processors.JSONRenderer(serializer=json_line))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(floor),

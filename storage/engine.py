@@ -21,6 +21,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.types import json_dumps, json_loads
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
 # libpq waits forever by default: for a connect to a server that does not answer (a
@@ -58,6 +60,9 @@ def _sqlite_begin_immediate(conn: Any) -> None:
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     """Return an engine for ``url`` configured for durability on its backend."""
     parsed = make_url(url)
+    # JSON columns are sanitised by their serializer (``storage.models.SafeJSON``).
+    kwargs.setdefault("json_serializer", json_dumps)
+    kwargs.setdefault("json_deserializer", json_loads)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(
             url,

@@ -15,7 +15,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    Dialect,
     Float,
     ForeignKey,
     Index,
@@ -28,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from storage.types import SafeString, SafeText, UTCDateTime, clean_json
+from storage.types import SafeString, SafeText, UTCDateTime
 
 # SQLite and PostgreSQL both autoincrement a plain INTEGER primary key on SQLite
 # only when it is exactly INTEGER; BigInteger elsewhere for headroom.
@@ -44,13 +43,15 @@ NAMING = {
 
 
 class SafeJSON(TypeDecorator[Any]):
-    """JSON whose strings are sanitised so PostgreSQL accepts what SQLite does."""
+    """JSON whose strings are sanitised so PostgreSQL accepts what SQLite does.
+
+    The sanitising is the engine's JSON serializer (``storage.types.json_dumps``, set
+    by ``storage.engine.create_db_engine``), so a document is encoded once, not
+    walked and then encoded.
+    """
 
     impl = JSON
     cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        return clean_json(value)
 
 
 class Base(DeclarativeBase):

@@ -8,10 +8,10 @@ at the boundary so no caller has to remember them.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import DateTime, Dialect, String, Text
 from sqlalchemy.types import TypeDecorator
 
@@ -70,9 +70,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column; attach a time zone")
-        value = value.astimezone(UTC)
+        if value.tzinfo is not UTC:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column; attach a time zone")
+            value = value.astimezone(UTC)
         # SQLite stores the string; keep it naive-UTC so comparisons sort correctly.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
@@ -82,18 +83,31 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# In ASCII JSON a NUL is written \u0000 and a surrogate \ud800-\udfff: one C-speed dump
-# and one search tell whether a document needs the walk (almost none do).
-_SUSPECT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
-def clean_json(value: Any) -> Any:
-    """Sanitise every string inside a JSON-able value (keys included)."""
-    if value is None or isinstance(value, bool | int | float):
-        return value
+def json_dumps(value: Any) -> str:
+    """The JSON text of ``value`` with every string storable on any backend.
+
+    The engine's serializer for JSON columns (``storage.engine``): one C-speed
+    encode, and only the rare document with a NUL (written ``\\u0000``), a lone
+    surrogate (which UTF-8 cannot encode) or a non-string key is cleaned by the
+    walk and encoded again. NaN is written ``null``: PostgreSQL refuses ``NaN``.
+    """
     try:
-        if not _SUSPECT.search(json.dumps(value)):
-            return value
-    except (TypeError, ValueError):
-        pass  # not plain JSON (a tuple key, say): the walk below copes or says why
-    return _clean_json(value)
+        out = _encode(value)
+    except (UnicodeEncodeError, TypeError):
+        out = _encode(_clean_json(value))  # still a TypeError for a value JSON cannot hold
+    else:
+        if b"\\u0000" in out:
+            out = _encode(_clean_json(value))
+    return out.decode()
+
+
+def json_loads(text: str | bytes) -> Any:
+    """The value of a JSON column; rows written before ``json_dumps`` may hold ``NaN``."""
+    try:
+        return _decode(text)
+    except msgspec.DecodeError:
+        return json.loads(text)

@@ -83,3 +83,17 @@ def test_a_component_can_have_a_level_of_its_own(tmp_path: Path) -> None:
     ).stdout
     events = [json.loads(line)["event"] for line in out.splitlines()]
     assert events == ["imap.idle", "smtp.refused", "imap.fetched"]
+
+
+def test_a_lone_surrogate_in_a_field_still_makes_one_json_line() -> None:
+    """Hostile mail can carry a lone surrogate that UTF-8 cannot encode: the line is
+    written escaped, whole, and reads back as the same string."""
+    out = io.StringIO()
+    logmod.configure("info", "json", stream=out)
+    try:
+        logmod.get_logger(component="t").warning("test.hostile", subject="a\ud800b ñ")
+    finally:
+        structlog.reset_defaults()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["subject"] == "a\ud800b ñ"

@@ -73,6 +73,18 @@ def test_hostile_text_is_stored_on_every_backend(db: Database) -> None:
         assert m.auto == {"k": clean_text(HOSTILE)}
 
 
+def test_json_columns_store_what_plain_json_would_refuse(db: Database) -> None:
+    """NaN (PostgreSQL refuses it) is stored as null, an int key as its string, and a
+    value JSON cannot hold is refused with the type's name, not stored as something else."""
+    with db.transaction() as s:
+        s.add(_message("e" * 64, auto={"score": float("nan"), 7: "seven", "x": [1.5, None]}))
+    with db.transaction() as s:
+        m = s.scalar(select(Message))
+        assert m is not None and m.auto == {"score": None, "7": "seven", "x": [1.5, None]}
+    with pytest.raises(Exception, match="type object is unsupported"), db.transaction() as s:
+        s.add(_message("f" * 64, auto={"who": object()}))
+
+
 def test_datetimes_come_back_aware_utc(db: Database) -> None:
     """Times are stored in UTC and read back with their offset on both backends."""
     madrid = timezone(timedelta(hours=1))
