@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+# This folder is sys.path[0] for a bench, and its triage.py and transcription.py would
+# shadow the packages of those names for every later import: the repository goes first.
+REPO = Path(__file__).resolve().parents[1]
+if sys.path[:1] != [str(REPO)]:
+    sys.path.insert(0, str(REPO))
 
 BASE_TOML = (
     "[storage]\n"

@@ -30,7 +30,7 @@ from daemon.config import MatchingConfig, PipelineConfig
 from daemon.config_desk import DeskConfig
 from daemon.errors import DatabaseUnavailableError, ParseTimeoutError, TransientError
 from daemon.logging import get_logger
-from daemon.outbound import Outbound
+from daemon.outbound import Outbound, reply_token_key
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool, SpoolEntry
 from daemon.triager import Triager
@@ -173,6 +173,7 @@ class IngestProcessor:
         self.matching = matching or MatchingConfig()
         self.desk = desk or DeskConfig()
         self.outbound = outbound  # None: no acknowledgements (``buzon ingest`` of old mail)
+        self.reply_keys = reply_token_key()  # read once per process, not once per message
         self.log = get_logger(component="ingest")
         self.database = DatabaseWatch(db)
 
@@ -260,8 +261,12 @@ class IngestProcessor:
                 matching=self.matching,
                 desk=self.desk,
                 outbound=self.outbound,
+                reply_keys=self.reply_keys,
             )
-            pipeline.run(work, steps)
+            # The steps flush where they need ids; autoflush before each of their ~15
+            # queries made 7 flushes a message, each a unit-of-work pass (bench/ingest.py).
+            with session.no_autoflush:
+                pipeline.run(work, steps)
             outcome = Outcome(
                 spool_id,
                 work.outcome,

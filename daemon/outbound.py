@@ -70,6 +70,11 @@ def spoken(duration: Duration, language: str) -> str:
     return f"{duration.amount} {names[0] if duration.amount == 1 else names[1]}"
 
 
+def reply_token_key() -> settings_repo.Permanent:
+    """The key reply tokens are signed with: one per database, shared by every instance."""
+    return settings_repo.Permanent(settings_repo.REPLY_TOKEN_KEY, replytoken.new_key)
+
+
 class Outbound:
     """Queues ticket mail as a spec and composes it from the templates when it is sent."""
 
@@ -78,15 +83,11 @@ class Outbound:
         self.templates = templates or Templates.load(cfg.templates or None)
         self.sender = Sender(cfg.from_address, cfg.from_name, cfg.envelope_from)
         self.domain = cfg.from_address.rpartition("@")[2] or "buzon.invalid"
-        self._key = ""
+        self._key = reply_token_key()
 
     def key(self, session: Session, now: datetime) -> str:
         """The reply-token key: one per database, never changed, so read once."""
-        if not self._key:
-            self._key = settings_repo.get_or_create(
-                session, settings_repo.REPLY_TOKEN_KEY, replytoken.new_key, now
-            )
-        return self._key
+        return self._key.get(session, now)
 
     def row(
         self,

@@ -91,15 +91,26 @@ def _selection_data(sel: Selection, facts: TicketFacts, at: datetime) -> dict[st
 
 
 def stamp(
-    session: Session, ticket: Ticket, sla: SlaConfig, now: datetime, message: Message | None = None
+    session: Session,
+    ticket: Ticket,
+    sla: SlaConfig,
+    now: datetime,
+    message: Message | None = None,
+    *,
+    opened: bool = False,
 ) -> ck.Clocks:
-    """Select the new ticket's policy and open its clocks at its creation time."""
+    """Select the new ticket's policy and open its clocks at its creation time.
+
+    ``opened``: the ticket was created in this transaction, so it has no clock event
+    to read back (nor a flush to make before reading).
+    """
     facts = facts_of(ticket, sla)
     sel = select_policy(sla.policies, facts)
     ticket.team = facts.team
     data = _selection_data(sel, facts, ticket.created_at)
     data["channel"] = ticket.channel
-    return record(session, ticket, "stamped", sla, now, data=data, message=message)
+    known: list[TicketEvent] | None = [] if opened else None
+    return record(session, ticket, "stamped", sla, now, data=data, message=message, known=known)
 
 
 def reselect(session: Session, ticket: Ticket, sla: SlaConfig, now: datetime, why: str) -> bool:

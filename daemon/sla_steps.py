@@ -26,7 +26,7 @@ def stamp(work: Work) -> None:
         return
     cfg = work.desk.sla
     if not ticket.sla_policy:
-        clocks = sla.stamp(work.session, ticket, cfg, work.now, message=msg)
+        clocks = sla.stamp(work.session, ticket, cfg, work.now, message=msg, opened=work.opened)
         work.events.append(
             (
                 "ticket.stamped",

@@ -10,9 +10,7 @@ from typing import Any
 
 from daemon.work import Work
 from storage import repository as repo
-from storage import settings as settings_repo
 from storage.models import Ticket
-from triage import replytoken
 from triage.refs import ref_for
 
 
@@ -22,9 +20,7 @@ def reply_key(work: Work) -> str:
     Both the automatic and the thread step need it; it is read once per message.
     """
     if not work.reply_key:
-        work.reply_key = settings_repo.get_or_create(
-            work.session, settings_repo.REPLY_TOKEN_KEY, replytoken.new_key, work.now
-        )
+        work.reply_key = work.reply_keys.get(work.session, work.now)
     return work.reply_key
 
 

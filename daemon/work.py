@@ -16,10 +16,12 @@ from structlog.typing import FilteringBoundLogger
 
 from daemon.config import MatchingConfig
 from daemon.config_desk import DeskConfig
+from daemon.outbound import reply_token_key
 from daemon.triager import Triager
 from parsers import ParsedMessage
 from storage.blobs import BlobStore
 from storage.models import Attachment, Message, Ticket, Voicemail
+from storage.settings import Permanent
 
 if TYPE_CHECKING:
     from daemon.outbound import Outbound
@@ -60,6 +62,8 @@ class Work:
     agent: str = ""  # the desk's name for the sender when they are one of its agents
     fingerprint: str = ""  # triage.similarity.fingerprint of subject and own text
     reply_key: str = ""  # the reply-token key, read once per message (daemon.ticketops)
+    # Where it is read from: the processor's, which keeps it once committed.
+    reply_keys: Permanent = field(default_factory=reply_token_key)
     opened: bool = False  # this message opened its ticket
     flags_raised: tuple[str, ...] = ()  # this message's own flags (a chase leaves clocks alone)
     # The incident this message's ticket joined, to be counted in its row by the last step
