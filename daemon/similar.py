@@ -65,13 +65,9 @@ def collapse_duplicate(work: Work, customer: str) -> bool:
     return True
 
 
-def incident(work: Work) -> None:
-    """Link a ticket this message opened to an incident, opening one at the threshold."""
-    t, m = work.ticket, work.matching
-    if t is None or not work.opened or t.incident_id is not None:
-        return
-    if not informative(t.match_text):
-        return
+def _scan(work: Work, t: Ticket) -> list[tuple[float, repo.Candidate]]:
+    """The recent tickets of other customers whose matter is like ``t``'s, with scores."""
+    m = work.matching
     since = t.created_at - timedelta(minutes=m.incident_window_minutes)
     close: list[tuple[float, repo.Candidate]] = []
     for cand in repo.tickets_created_since(
@@ -82,15 +78,48 @@ def incident(work: Work) -> None:
         score = incident_score(t.match_text, cand.match_text)
         if score >= m.incident_similarity:
             close.append((score, cand))
+    return close
+
+
+def _join_open(work: Work, t: Ticket, close: list[tuple[float, repo.Candidate]]) -> bool:
+    """Link ``t`` to the most recently active open incident of the ``close`` tickets."""
     ids = {c.incident_id for _, c in close if c.incident_id is not None}
     found = (work.session.get(Incident, i) for i in ids)
     open_incidents = [i for i in found if i is not None and i.status == "open"]
-    if open_incidents:
-        _link(work, max(open_incidents, key=lambda i: i.last_at), t)
+    if not open_incidents:
+        return False
+    _link(work, max(open_incidents, key=lambda i: i.last_at), t)
+    return True
+
+
+def _customers(t: Ticket, close: list[tuple[float, repo.Candidate]]) -> set[str]:
+    return {c.customer for _, c in close} | {t.customer}
+
+
+def incident(work: Work) -> None:
+    """Link a ticket this message opened to an incident, opening one at the threshold."""
+    t, m = work.ticket, work.matching
+    if t is None or not work.opened or t.incident_id is not None:
         return
-    customers = {c.customer for _, c in close} | {t.customer}
-    if len(customers) < m.incident_tickets:
+    if not informative(t.match_text):
         return
+    close = _scan(work, t)
+    if _join_open(work, t, close) or len(_customers(t, close)) < m.incident_tickets:
+        return
+    if repo.lock_incident_detection(work.session, t.category or ""):
+        # Another instance may have opened this outage's incident since the scan, from
+        # tickets this one could not see then (its own, uncommitted): now that it has
+        # committed, the scan sees them and the ticket joins that incident.
+        close = _scan(work, t)
+        if _join_open(work, t, close) or len(_customers(t, close)) < m.incident_tickets:
+            return
+    _detect(work, t, close)
+
+
+def _detect(work: Work, t: Ticket, close: list[tuple[float, repo.Candidate]]) -> None:
+    """Open an incident of ``t`` and the ``close`` tickets (or join one opened meanwhile)."""
+    m = work.matching
+    customers = _customers(t, close)
     # Detecting is rare (once an outage): now the similar tickets are worth loading.
     similar = [(score, work.session.get_one(Ticket, c.id)) for score, c in close]
     # Only tickets still in no incident: another instance may have detected the same

@@ -38,11 +38,26 @@ def lock_message_id(session: Session, message_id: str) -> None:
     transaction-scoped advisory lock makes the second wait for the first's commit. SQLite
     needs none: its write transactions (BEGIN IMMEDIATE) already run one at a time.
     """
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": message_id}
-        )
+    _advisory_lock(session, message_id)
+
+
+def lock_incident_detection(session: Session, category: str) -> bool:
+    """Until this transaction ends, be the only one opening an incident in ``category``;
+    True when that took a lock (PostgreSQL), so what was read before may be stale.
+
+    Two instances detecting one outage at once each see only their own new ticket
+    besides the committed ones, and would open two incidents: the second waits for the
+    first's commit, reads again and joins its incident. Detection is rare (once an
+    outage), so the wait is too. SQLite runs one write transaction at a time.
+    """
+    return _advisory_lock(session, f"incident-detection:{category}")
+
+
+def _advisory_lock(session: Session, name: str) -> bool:
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": name})
+    return True
 
 
 def delivery_by_spool_id(session: Session, spool_id: str) -> Delivery | None:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from daemon import pipeline
 from daemon.config import load
-from daemon.parts import open_parts
+from daemon.parts import Parts, open_parts
+from daemon.work import Work
 from support.daemon import free_port, write_config
 from support.ingest import ingest_raw
 from support.mail import message
@@ -90,3 +94,64 @@ def test_instances_linking_to_one_incident_at_once_keep_its_counts_exact(
     assert unlinked == 0
     assert (ticket_count, customer_count) == (linked, customers)
     assert customers == len(WORDINGS) + PER_INSTANCE
+
+
+@pytest.mark.timeout(120)
+def test_two_instances_detecting_one_outage_at_once_open_one_incident(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instance A detects the outage from the 10:00 reports and has not committed when
+    instance B, whose 30-minute window holds only the 10:15 reports (A's own 10:09 ticket
+    is not committed yet), reaches the threshold too: B waits for A's commit, sees A's
+    ticket and its incident, and joins it. Before the detection lock it opened a second."""
+    extra = "[matching]\nincident_tickets = 3\nincident_window_minutes = 10\n"
+    cfg_a, cfg_b = (
+        load(str(write_config(tmp_path / n, free_port(), database=pg_url, extra=extra)))
+        for n in ("a", "b")
+    )
+    paused, release = threading.Event(), threading.Event()
+    count = pipeline.STEPS["count_incident"]
+
+    def pause_a(work: Work) -> None:  # A holds its transaction open after detecting
+        if work.ticket is not None and work.ticket.customer.endswith("@a.es"):
+            paused.set()
+            release.wait(30)
+        count(work)
+
+    monkeypatch.setitem(pipeline.STEPS, "count_incident", pause_a)
+    day = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    refs: dict[str, str] = {}
+
+    def report(parts: Parts, who: str, minute: int) -> None:
+        raw = message("Correo caído", sender=who, body=WORDINGS[minute % len(WORDINGS)] + "\n")
+        out = ingest_raw(parts, raw, received_at=day + timedelta(minutes=minute))
+        assert out.ticket_ref, out
+        refs[who] = out.ticket_ref
+
+    with open_parts(cfg_a, recover=False) as a, open_parts(cfg_b, recover=False) as b:
+        report(b, "uno@x1.es", 0)
+        report(b, "dos@x2.es", 1)
+        first = threading.Thread(target=report, args=(a, "tres@a.es", 9))
+        first.start()
+        assert paused.wait(30), "A never reached its detection"
+        report(b, "cuatro@x4.es", 15)
+        report(b, "cinco@x5.es", 15)
+        second = threading.Thread(target=report, args=(b, "seis@x6.es", 16))
+        second.start()
+        second.join(3)  # with the lock it waits for A; without, it is done by now
+        release.set()
+        first.join(30)
+        second.join(30)
+        assert not first.is_alive() and not second.is_alive()
+        with b.db.transaction() as s:
+            opened = s.execute(text("SELECT ref FROM incidents")).scalars().all()
+            linked = dict(
+                s.execute(
+                    text(
+                        "SELECT t.ref, i.ref FROM tickets t "
+                        "JOIN incidents i ON i.id = t.incident_id"
+                    )
+                ).all()
+            )
+    assert len(opened) == 1, f"one outage opened {opened}"
+    assert linked[refs["tres@a.es"]] == linked[refs["seis@x6.es"]] == opened[0]

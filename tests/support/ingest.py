@@ -10,13 +10,18 @@ from daemon.parts import Parts
 
 
 def ingest_raw(
-    parts: Parts, raw: bytes, *, source: str = "smtp", envelope: dict[str, Any] | None = None
+    parts: Parts,
+    raw: bytes,
+    *,
+    source: str = "smtp",
+    envelope: dict[str, Any] | None = None,
+    received_at: datetime | None = None,
 ) -> Outcome:
     entry = parts.spool.put(
         raw,
         {
             "source": source,
-            "received_at": datetime.now(UTC).isoformat(),
+            "received_at": (received_at or datetime.now(UTC)).isoformat(),
             "envelope": envelope
             or {"mail_from": "ana@cliente.es", "rcpt_tos": ["support@example.com"]},
         },
