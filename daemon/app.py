@@ -29,14 +29,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daemon import config as config_mod
+from daemon import instance, sdlisten
 from daemon import logging as logmod
-from daemon import sdlisten
 from daemon.config import Config
 from daemon.errors import ConfigError
-from daemon.imap import ImapIntake
+from daemon.imap import ImapIntake, instance_id
 from daemon.ingest_process import IngestProcess
 from daemon.logging import get_logger
 from daemon.outbound import Outbound
@@ -86,8 +87,12 @@ class Supervisor:
         parts: Parts,
         notifier: Notifier,
         listener: socket.socket | None = None,
+        *,
+        name: str = "",
     ) -> None:
         self.cfg, self.parts, self.notifier = cfg, parts, notifier
+        # This instance's name (``daemon.instance``): the holder of its IMAP folder leases.
+        self.name = name or instance_id()
         self.listener = listener  # passed by systemd (buzon.socket), else [smtp] listen
         self.log = get_logger(component="daemon")
         self.stop = asyncio.Event()
@@ -132,7 +137,11 @@ class Supervisor:
     def _imap_intake(self, cfg: Config) -> ImapIntake:
         accounts = cfg.imap if cfg.roles.imap else ()
         return ImapIntake(
-            accounts, spool=self.parts.spool, db=self.parts.db, max_size=cfg.smtp.max_message_size
+            accounts,
+            spool=self.parts.spool,
+            db=self.parts.db,
+            max_size=cfg.smtp.max_message_size,
+            holder=self.name,
         )
 
     def _voicemail_folders(self, cfg: Config) -> VoicemailFolders:
@@ -405,8 +414,18 @@ async def serve(cfg: Config) -> int:
         )
         return 1
     exit_code = 1
-    with open_parts(cfg, recover=True) as parts:
-        sup = Supervisor(cfg, parts, notifier, listener)
+    with contextlib.ExitStack() as held:
+        try:
+            name = held.enter_context(instance.hold(Path(cfg.storage.spool)))
+        except instance.InstanceBusyError as exc:
+            if listener is not None:
+                listener.close()
+            get_logger(component="daemon").error(
+                "daemon.failed", error=str(exc), fix="one buzon run per spool (docs/SCALING.md)"
+            )
+            return 1
+        parts = held.enter_context(open_parts(cfg, recover=True))
+        sup = Supervisor(cfg, parts, notifier, listener, name=name)
         with signal_handlers(loop, sup.stop, sup.reload_asked):
             if await sup.start():
                 exit_code = await sup.run()

@@ -584,10 +584,17 @@ class ImapIntake:
     """Starts one FolderWorker thread per configured account and folder."""
 
     def __init__(
-        self, accounts: tuple[ImapAccount, ...], *, spool: Spool, db: Database, max_size: int
+        self,
+        accounts: tuple[ImapAccount, ...],
+        *,
+        spool: Spool,
+        db: Database,
+        max_size: int,
+        holder: str = "",
     ) -> None:
         self.stop_event = threading.Event()
-        self.holder = instance_id()
+        # The instance's name (``daemon.instance``), so a restart takes its folders back.
+        self.holder = holder or instance_id()
         self.workers = [
             FolderWorker(
                 a,

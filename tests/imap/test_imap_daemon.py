@@ -59,14 +59,17 @@ def durable_nonces(d: Daemon) -> set[str]:
     return found
 
 
-def seen_nonces(server: Dovecot) -> set[str]:
+def handled_nonces(server: Dovecot, after: str) -> set[str]:
+    """Nonces the daemon has acted on at the server: \\Seen in INBOX (``after = "seen"``),
+    or anywhere in the folder of ``after = "move:<folder>"``."""
+    folder = after[5:] if after.startswith("move:") else "INBOX"
     with server.session("support") as c:
-        c.select_folder("INBOX", readonly=True)
+        c.select_folder(folder, readonly=True)
         uids = c.search("ALL")
         data = c.fetch(uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (X-NONCE)]"]) if uids else {}
     out = set()
     for item in data.values():
-        if b"\\Seen" in item[b"FLAGS"]:
+        if folder != "INBOX" or b"\\Seen" in item[b"FLAGS"]:
             header = next(v for k, v in item.items() if k.startswith(b"BODY"))
             out.update(n.decode() for n in NONCE.findall(header))
     return out
@@ -87,13 +90,16 @@ def _append_all(server: Dovecot, raws: list[bytes], pace: float = 0.0) -> None:
             time.sleep(0.2)
 
 
+_SOAK = [pytest.mark.soak, pytest.mark.timeout(3600)]
+
+
 @pytest.mark.parametrize(
-    ("total", "preloaded", "kills"),
+    ("total", "preloaded", "kills", "after"),
     [
-        pytest.param(150, 0, 5, id="bounded"),
-        pytest.param(
-            3000, 1500, 30, id="full", marks=[pytest.mark.soak, pytest.mark.timeout(3600)]
-        ),
+        pytest.param(150, 0, 5, "seen", id="bounded"),
+        pytest.param(60, 0, 3, "move:Processed", id="bounded-move"),
+        pytest.param(3000, 1500, 30, "seen", id="full", marks=_SOAK),
+        pytest.param(3000, 1500, 30, "move:Processed", id="full-move", marks=_SOAK),
     ],
 )
 def test_dur02_kill9_while_fetching_a_growing_mailbox(
@@ -102,15 +108,20 @@ def test_dur02_kill9_while_fetching_a_growing_mailbox(
     total: int,
     preloaded: int,
     kills: int,
+    after: str,
 ) -> None:
     """DUR-02: kill -9 the daemon (its IMAP worker) repeatedly while a mailbox of ``total``
-    messages (``preloaded`` of them there from the start) is fetched and appended to with
-    after = "seen": at every kill, each \\Seen message is already durable; at the end every
-    message is stored exactly once, all are \\Seen, and ``buzon verify`` finds nothing."""
+    messages (``preloaded`` of them there from the start) is fetched and appended to: at
+    every kill, each message flagged \\Seen or moved on the server is already durable; at
+    the end every message is stored exactly once, all were flagged or moved, and
+    ``buzon verify`` finds nothing."""
     nonces = [uuid.uuid4().hex for _ in range(total)]
     raws = [message(f"dur02 {n[:6]}", nonce=n) for n in nonces]
+    if after.startswith("move:"):
+        dovecot.create_folder("support", after[5:])
     _append_all(dovecot, raws[:preloaded])
-    d = daemon_factory("dur02", extra=imap_extra(dovecot.port, after='"seen"', batch_size="7"))
+    extra = imap_extra(dovecot.port, after=f'"{after}"', batch_size="7")
+    d = daemon_factory("dur02", extra=extra)
     rng = random.Random(3)
     delays = [rng.uniform(1.0, 3.0) for _ in range(kills)]
     # The rest arrives while the kills happen, spread over most of that time.
@@ -121,15 +132,17 @@ def test_dur02_kill9_while_fetching_a_growing_mailbox(
         for delay in delays:
             time.sleep(delay)
             d.kill()
-            flagged = seen_nonces(dovecot)
-            assert flagged <= durable_nonces(d), "a message was flagged before it was durable"
+            acted = handled_nonces(dovecot, after)
+            assert acted <= durable_nonces(d), f"{after}: done on the server before durable"
             d.start()
     finally:
         feeder.join()
     _wait_all_stored(d, set(nonces))
     assert d.stop() == 0
     assert db_nonces(d) == dict.fromkeys(nonces, 1)
-    assert seen_nonces(dovecot) == set(nonces)
+    assert handled_nonces(dovecot, after) == set(nonces)
+    if after.startswith("move:"):
+        assert not dovecot.uids("support", "INBOX")
     assert_invariants(d.config)
 
 
@@ -152,6 +165,33 @@ def _wait_all_stored(d: Daemon, nonces: set[str], stall: float = 120.0) -> None:
                 f"{stall:g} s; spool {queued}; last events {recent}"
             )
         time.sleep(1.0)
+
+
+def test_a_restarted_daemon_takes_its_folders_back_at_once_and_a_second_is_refused(
+    dovecot: Dovecot, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """A daemon killed -9 and restarted on its spool is the same lease holder: it fetches
+    again within seconds, not after its dead lease's 60 s. A second ``buzon run`` on the
+    same spool while one runs refuses to start, naming the pid that holds it."""
+    d = daemon_factory("again", extra=imap_extra(dovecot.port, after='"seen"', lease="60"))
+    first = [uuid.uuid4().hex for _ in range(3)]
+    _append_all(dovecot, [message("antes", nonce=n) for n in first])
+    wait_until(lambda: set(first) <= set(db_nonces(d)), 30, what="the first mail stored")
+    assert d.proc is not None
+    holder_pid = d.proc.pid
+    second = Daemon(d.config, d.port).start(wait_ready=False)
+    assert second.wait(30) == 1
+    failed = [e for e in second.events if e.get("event") == "daemon.failed"]
+    assert failed and f"another buzon run (pid {holder_pid})" in failed[0]["error"], failed
+    d.kill()
+    d.start()
+    started = time.monotonic()
+    later = [uuid.uuid4().hex for _ in range(3)]
+    _append_all(dovecot, [message("después", nonce=n) for n in later])
+    wait_until(lambda: set(later) <= set(db_nonces(d)), 20, what="mail after the restart")
+    assert time.monotonic() - started < 20
+    assert d.stop() == 0
+    assert db_nonces(d) == dict.fromkeys(first + later, 1)
 
 
 def test_corpus_appended_to_dovecot_is_ingested_byte_exact(
