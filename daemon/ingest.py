@@ -267,6 +267,7 @@ class IngestProcessor:
             # queries made 7 flushes a message, each a unit-of-work pass (bench/ingest.py).
             with session.no_autoflush:
                 pipeline.run(work, steps)
+            session.flush()  # the commit's own flush, early: the outcome names the row ids
             outcome = Outcome(
                 spool_id,
                 work.outcome,

@@ -154,7 +154,8 @@ def store_message(work: Work) -> None:
             raw_sha256=work.sha256,
         )
     )
-    work.session.flush()
+    # Not flushed here: its rows go with the ticket's (or at commit); the steps refer
+    # to it as an object, never by id.
     _after_fill(work, msg)
 
 

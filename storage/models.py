@@ -224,6 +224,8 @@ class TicketEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
 
     ticket: Mapped[Ticket] = relationship(back_populates="events")
+    # Set by the object, so an event can name a message not flushed yet (no id to copy).
+    message: Mapped[Message | None] = relationship()
 
     __table_args__ = (Index("ix_ticket_events_ticket_id_id", "ticket_id", "id"),)
 

@@ -213,7 +213,7 @@ def add_event(
         kind=kind,
         at=at,
         data=data or {},
-        message_pk=message.id if message is not None else None,
+        message=message,
     )
     session.add(event)
     return event
