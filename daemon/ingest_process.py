@@ -83,12 +83,15 @@ def _serve(cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[
     log = logmod.get_logger(component="ingest")
     roles = cfg.roles
     with open_parts(cfg, recover=False) as parts:
+        if roles.pipeline:
+            # Spawned first: a parser process boots (~0.9 s of imports) on the other core
+            # while this one loads the triager, so the first message does not wait for it.
+            parts.parsers.start()
         # Rules and the language model classify mail and transcripts alike: a bad rule
         # fails the start of either role.
         parts.triager()
         runner: IngestRunner | None = None
         if roles.pipeline:
-            parts.parsers.start()
             runner = IngestRunner(parts.processor, cfg.pipeline)
             runner.start()
         voice: TranscriptionRunner | None = None
