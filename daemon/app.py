@@ -119,7 +119,11 @@ class Supervisor:
         parts.spool.on_new(self._wake_ingest)
         self.imap = self._imap_intake(cfg)
         self.voicemail_dirs = self._voicemail_folders(cfg)
-        self.sender = OutboxSender(parts.db, cfg.desk.outbound) if roles.outbox else None
+        self.sender = (
+            OutboxSender(parts.db, cfg.desk.outbound, holder=self.name, take_back=bool(name))
+            if roles.outbox
+            else None
+        )
         self.scheduler = (
             Scheduler(parts.db, cfg.desk.sla, parts.outbound) if roles.scheduler else None
         )

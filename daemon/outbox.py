@@ -27,7 +27,6 @@ from typing import Literal, TypeGuard
 
 import aiosmtplib
 from aiosmtplib.typing import Default
-from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from daemon.config_desk import OutboundConfig
@@ -187,9 +186,11 @@ class OutboxSender:
         holder: str = "",  # "" = host:pid, read when built (a forked process gets its own)
         lease: timedelta | None = None,  # None = [outbound] lease, re-read after a reload
         batch: int = 20,
+        take_back: bool = False,  # holder is the instance's name: take its old rows back
     ) -> None:
         self.db, self.cfg, self.clock = db, cfg, clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.take_back = take_back
         self._lease, self.batch = lease, batch
         self.stats = OutboxStats()
         self.log = get_logger(component="outbox")
@@ -203,6 +204,9 @@ class OutboxSender:
         """Send until ``stop`` is set, waking every ``poll`` seconds or on ``wake()``."""
         self._wakeup = asyncio.Event()  # made here: an Event belongs to the loop that waits on it
         self._loop = asyncio.get_running_loop()
+        if self.take_back:
+            with contextlib.suppress(Exception):  # the database is away: leases expire anyway
+                await asyncio.to_thread(self._take_back)
         while not stop.is_set():
             self._wakeup.clear()  # before the pass: a wake during it is not lost
             try:
@@ -217,6 +221,18 @@ class OutboxSender:
                 attempted = 0
             if attempted < self.batch:  # a full batch means more may be due: go on at once
                 await _first_of(stop, self._wakeup, poll)
+
+    def _take_back(self) -> None:
+        """Expire the leases this instance held before its restart, once, before any claim:
+        only a holder that survives restarts (``daemon.instance``) asks for it."""
+        with self.db.transaction() as s:
+            held = box.expire_claims(s, self.holder, self.clock())
+        if held:
+            self.log.warning(
+                "outbox.taken_back",
+                rows=held,
+                reason="claimed before this instance restarted; each is sent again now",
+            )
 
     @property
     def lease(self) -> timedelta:
@@ -330,11 +346,9 @@ class OutboxSender:
         with self.db.transaction() as s:
             rows = box.claim_due(s, self.holder, now, self.lease, self.batch)
             jobs = []
-            for row in rows:
+            for row, before in rows:
                 if row.raw is None and not self._compose(s, row, now):
                     continue
-                # A row leased to a sender that died still names it (settled rows name nobody).
-                before = inspect(row).attrs.claimed_by.history.deleted
                 assert row.claimed_until is not None and row.raw is not None
                 jobs.append(
                     _Job(
@@ -346,7 +360,7 @@ class OutboxSender:
                         row.message_id,
                         row.raw,
                         row.claimed_until,
-                        str(before[0]) if before and before[0] else "",
+                        before,
                     )
                 )
             return jobs

@@ -31,8 +31,9 @@ def enqueue(session: Session, mail: OutboxMail) -> OutboxMail:
 
 def claim_due(
     session: Session, holder: str, now: datetime, lease: timedelta, limit: int = 20
-) -> list[OutboxMail]:
-    """Lease up to ``limit`` due rows to ``holder``, oldest due first."""
+) -> list[tuple[OutboxMail, str]]:
+    """Lease up to ``limit`` due rows to ``holder``, oldest due first; each with the holder
+    whose expired lease it had ("" for a pending row)."""
     rows = list(
         session.scalars(
             select(OutboxMail)
@@ -47,11 +48,33 @@ def claim_due(
             .with_for_update(skip_locked=True)
         )
     )
+    out = []
     for row in rows:
+        out.append((row, row.claimed_by if row.state == SENDING else ""))
         row.state = SENDING
         row.claimed_by = holder
         row.claimed_until = now + lease
-    return rows
+    return out
+
+
+def expire_claims(session: Session, holder: str, now: datetime) -> int:
+    """End the leases ``holder`` took in an earlier life; how many rows it held.
+
+    For a restarted instance, which is the same holder (``daemon.instance``): its rows
+    are reclaimed at its first claim (and sent again with the same Message-ID, as any
+    row of a sender that died) instead of waiting out ``[outbound] lease``.
+    """
+    result = session.execute(
+        update(OutboxMail)
+        .where(
+            OutboxMail.state == SENDING,
+            OutboxMail.claimed_by == holder,
+            OutboxMail.claimed_until >= now,
+        )
+        .values(claimed_until=now - timedelta(seconds=1))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def cancel_pending(

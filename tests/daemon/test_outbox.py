@@ -387,6 +387,42 @@ def test_stale_sending_row_is_sent_once(db: Database, clock: Clock, relay: Relay
     assert reclaimed["previous_holder"] == "crashed:99" and reclaimed["outbox_id"] == stale
 
 
+def test_a_restarted_instance_takes_back_its_own_rows_at_once(
+    db: Database, clock: Clock, relay: Relay
+) -> None:
+    """The instance's name survives its restart (``daemon.instance``): the rows it had
+    claimed when it died are sent again at its first pass, not after their 300 s lease;
+    another holder's live lease is left alone, and a sender of a per-process name takes
+    nothing back."""
+    mine, theirs = add_mail(db, clock, 1), add_mail(db, clock, 2)
+    with db.transaction() as s:
+        for mail_id, holder in ((mine, "desk-1:abc"), (theirs, "desk-2:def")):
+            mail = s.get(OutboxMail, mail_id)
+            assert mail is not None
+            mail.state, mail.claimed_by = box.SENDING, holder
+            mail.claimed_until = clock() + timedelta(seconds=240)
+    base = OutboundConfig(relay=relay.address, timeout=5.0)
+    plain = OutboxSender(db, base, clock=clock, holder="desk-1:abc")
+    assert once(plain) == 0  # take_back off: a live lease, even under its own name
+    restarted = OutboxSender(db, base, clock=clock, holder="desk-1:abc", take_back=True)
+    stop = asyncio.Event()
+
+    async def one_pass() -> None:
+        task = asyncio.create_task(restarted.run(stop, poll=0.05))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+
+    with capture_logs() as logs:
+        asyncio.run(one_pass())
+    assert row(db, mine).state == box.SENT and row(db, theirs).state == box.SENDING
+    assert [r.message_id for r in relay.sink.delivered] == ["<out-1@desk.example>"]
+    [taken] = events(logs, "outbox.taken_back")
+    assert taken["rows"] == 1
+    [reclaimed] = events(logs, "outbox.reclaimed")
+    assert reclaimed["previous_holder"] == "desk-1:abc"
+
+
 def test_a_lost_lease_is_not_overwritten(db: Database, clock: Clock, relay: Relay) -> None:
     """When another sender took the row over mid-send, this sender leaves the row to it."""
     mail_id = add_mail(db, clock)
