@@ -120,10 +120,15 @@ def spool_files(d: Instance) -> dict[str, list[str]]:
 
 
 def lease_holder(engine: Engine, instances: list[Instance]) -> Instance | None:
-    """The instance whose process holds the mailbox's lease now."""
+    """The running instance that holds the mailbox's lease now: the holder is the
+    instance's name, ``<host>:<the id in its spool's instance-id>`` (daemon.instance)."""
     holder = scalar(engine, "SELECT holder FROM imap_folders") or ""
-    pid = holder.split(":")[1] if holder.count(":") >= 2 else ""
-    return next((d for d in instances if d.proc is not None and str(d.proc.pid) == pid), None)
+    for d in instances:
+        ident = d.config.parent / "spool" / "instance-id"
+        running = d.proc is not None and d.proc.poll() is None
+        if running and ident.exists() and holder.endswith(":" + ident.read_text().strip()):
+            return d
+    return None
 
 
 def crash(d: Instance) -> None:
