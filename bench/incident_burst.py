@@ -56,12 +56,7 @@ from typing import Any
 
 import psycopg
 
-# Run as bench/incident_burst.py, this folder is sys.path[0]; bench/triage.py would shadow
-# the triage package. The spawned instances inherit the path.
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchlib import libpq, scratch_database  # noqa: E402
+from benchlib import libpq, scratch_database
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RCPT = "soporte@example.com"

@@ -104,10 +104,7 @@ from typing import Any, Literal
 
 from benchlib import BASE_TOML
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as bench/scheduler.py, this folder is sys.path[0]; bench/triage.py would shadow the
-# ``triage`` package: the repository root goes first.
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # benchlib put it first on sys.path
 
 from sqlalchemy import (  # noqa: E402
     Engine,

@@ -92,10 +92,7 @@ from typing import Any
 
 from benchlib import BASE_TOML
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as bench/triage.py, this folder is sys.path[0] and this file would shadow the
-# ``triage`` package: the repository root goes first.
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # benchlib put it first on sys.path
 
 from sqlalchemy import Engine, create_engine, event, insert, text  # noqa: E402
 

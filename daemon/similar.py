@@ -96,23 +96,28 @@ def _customers(t: Ticket, close: list[tuple[float, repo.Candidate]]) -> set[str]
     return {c.customer for _, c in close} | {t.customer}
 
 
+def _to_detect(work: Work, t: Ticket) -> list[tuple[float, repo.Candidate]] | None:
+    """Scan; join an open incident, or stop below the threshold (None); else the tickets
+    an incident would be opened with."""
+    close = _scan(work, t)
+    if _join_open(work, t, close) or len(_customers(t, close)) < work.matching.incident_tickets:
+        return None
+    return close
+
+
 def incident(work: Work) -> None:
     """Link a ticket this message opened to an incident, opening one at the threshold."""
-    t, m = work.ticket, work.matching
+    t = work.ticket
     if t is None or not work.opened or t.incident_id is not None:
         return
-    if not informative(t.match_text):
+    if not informative(t.match_text) or (close := _to_detect(work, t)) is None:
         return
-    close = _scan(work, t)
-    if _join_open(work, t, close) or len(_customers(t, close)) < m.incident_tickets:
+    # Another instance may have opened this outage's incident since the scan, from
+    # tickets this one could not see then (its own, uncommitted): once it has committed
+    # (the lock waits for that), the scan sees them and the ticket joins that incident.
+    locked = repo.lock_incident_detection(work.session, t.category or "")
+    if locked and (close := _to_detect(work, t)) is None:
         return
-    if repo.lock_incident_detection(work.session, t.category or ""):
-        # Another instance may have opened this outage's incident since the scan, from
-        # tickets this one could not see then (its own, uncommitted): now that it has
-        # committed, the scan sees them and the ticket joins that incident.
-        close = _scan(work, t)
-        if _join_open(work, t, close) or len(_customers(t, close)) < m.incident_tickets:
-            return
     _detect(work, t, close)
 
 

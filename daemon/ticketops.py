@@ -19,9 +19,7 @@ def reply_key(work: Work) -> str:
 
     Both the automatic and the thread step need it; it is read once per message.
     """
-    if not work.reply_key:
-        work.reply_key = work.reply_keys.get(work.session, work.now)
-    return work.reply_key
+    return work.reply_keys.get(work.session, work.now)
 
 
 def join(

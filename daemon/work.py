@@ -61,8 +61,7 @@ class Work:
     distrust: str = ""
     agent: str = ""  # the desk's name for the sender when they are one of its agents
     fingerprint: str = ""  # triage.similarity.fingerprint of subject and own text
-    reply_key: str = ""  # the reply-token key, read once per message (daemon.ticketops)
-    # Where it is read from: the processor's, which keeps it once committed.
+    # The reply-token key (``daemon.ticketops.reply_key``): the processor's, kept once read.
     reply_keys: Permanent = field(default_factory=reply_token_key)
     opened: bool = False  # this message opened its ticket
     flags_raised: tuple[str, ...] = ()  # this message's own flags (a chase leaves clocks alone)

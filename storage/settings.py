@@ -12,6 +12,7 @@ from storage.models import Setting
 
 # The name of the setting, not a secret: the value is random per database.
 REPLY_TOKEN_KEY = "reply_token_key"  # noqa: S105
+_CREATED = "buzon.settings.created"  # session.info: the keys this transaction stored
 
 
 def get_or_create(session: Session, key: str, make: Callable[[], str], at: datetime) -> str:
@@ -34,9 +35,6 @@ def get_or_create(session: Session, key: str, make: Callable[[], str], at: datet
     row = session.get(Setting, key, populate_existing=True)
     assert row is not None  # ours, or the committed winner's (the insert waited for it)
     return row.value
-
-
-_CREATED = "buzon.settings.created"  # session.info: the keys this transaction stored
 
 
 class Permanent:
