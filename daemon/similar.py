@@ -14,20 +14,23 @@ copying a ticket's text only ever matches their own tickets.
 Incidents ("falla masiva", seed 001): a ticket whose matter is like those of
 tickets from at least ``incident_tickets - 1`` *other* customers in the last
 ``incident_window_minutes`` (same category when classified) opens an incident
-linking them all; a later similar ticket joins the open incident. Counting
-customers, not tickets, keeps one customer writing five times from looking
-like an outage. In an outage every instance links tickets to the same incident
-at once: counts are added in its row by the last step (``count_incident``), so the
-instances wait for each other's commit only, and no link is lost from a count.
+linking them all; a later similar ticket joins the open incident, taking along any
+similar ticket of the window still in none (one that committed while the incident was
+being opened elsewhere, so neither saw the other). Counting customers, not tickets,
+keeps one customer writing five times from looking like an outage. In an outage every
+instance links tickets to the same incident at once: counts are added in its row by the
+last step (``count_incident``), so the instances wait for each other's commit only, and
+no link is lost from a count.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from daemon.ticketops import join
-from daemon.work import Work
+from daemon.work import JoinedIncident, Work
 from storage import incidents
 from storage import repository as repo
 from storage.models import Incident, Ticket
@@ -88,8 +91,29 @@ def _join_open(work: Work, t: Ticket, close: list[tuple[float, repo.Candidate]])
     open_incidents = [i for i in found if i is not None and i.status == "open"]
     if not open_incidents:
         return False
-    _link(work, max(open_incidents, key=lambda i: i.last_at), t)
+    inc = max(open_incidents, key=lambda i: i.last_at)
+    _link(work, inc, t, swept=_sweep(work, inc, t, close))
     return True
+
+
+def _sweep(
+    work: Work, inc: Incident, t: Ticket, close: list[tuple[float, repo.Candidate]]
+) -> list[Ticket]:
+    """Link the ``close`` tickets still in no incident to ``inc`` along with ``t``.
+
+    A ticket committed in the moment between another instance's detection scan and its
+    commit saw neither that incident nor enough similar tickets to open one, and the
+    detection could not see it: left alone it would stay outside its outage. Like ``t``,
+    it is similar to the incident's tickets, so the next ticket that joins takes it along.
+    """
+    strays = [c.id for _, c in close if c.incident_id is None]
+    if not strays:
+        return []
+    tickets = [work.session.get_one(Ticket, i) for i in strays]
+    linked = incidents.attach_unlinked(work.session, inc.id, tickets, skip_locked=True)
+    for other in linked:
+        _linked_event(work, inc, other, "similar to a ticket that joined it later")
+    return linked
 
 
 def _customers(t: Ticket, close: list[tuple[float, repo.Candidate]]) -> set[str]:
@@ -178,12 +202,14 @@ def _detect(work: Work, t: Ticket, close: list[tuple[float, repo.Candidate]]) ->
     )
 
 
-def _link(work: Work, inc: Incident, t: Ticket) -> None:
+def _link(work: Work, inc: Incident, t: Ticket, *, swept: Sequence[Ticket] = ()) -> None:
     t.incident = inc
     _linked_event(work, inc, t, "similar to tickets of the open incident")
     logged: dict[str, Any] = {"incident": inc.ref}
+    if swept:
+        logged["swept"] = [o.ref for o in swept]
     work.events.append(("incident.updated", logged))
-    work.joined_incident = (inc.id, logged)
+    work.joined_incident = JoinedIncident(inc.id, logged, tuple((o.id, o.customer) for o in swept))
 
 
 def count_incident(work: Work) -> None:
@@ -195,12 +221,12 @@ def count_incident(work: Work) -> None:
     wait for each other's commit, not for each other's whole pipeline
     (bench/incident_burst.py).
     """
-    if work.joined_incident is None or work.ticket is None:
+    joined, t = work.joined_incident, work.ticket
+    if joined is None or t is None:
         return
-    incident_id, logged = work.joined_incident
-    t = work.ticket
-    tickets, _ = incidents.count_link(work.session, incident_id, t.id, t.customer, work.now)
-    logged["tickets"] = tickets
+    linked = [(t.id, t.customer), *joined.swept]
+    tickets, _ = incidents.count_link(work.session, joined.incident_id, linked, work.now)
+    joined.logged["tickets"] = tickets
 
 
 def _linked_event(work: Work, inc: Incident, t: Ticket, why: str) -> None:

@@ -31,6 +31,16 @@ class Done(Exception):
     """Raised by a step to end the pipeline successfully; not an error."""
 
 
+@dataclass(frozen=True)
+class JoinedIncident:
+    """The incident a message's ticket joined, for the last step to count in its row."""
+
+    incident_id: int
+    logged: dict[str, Any]  # the ``incident.updated`` log fields that step completes
+    # (id, customer) of earlier tickets linked along with this one (``daemon.similar``).
+    swept: tuple[tuple[int, str], ...] = ()
+
+
 @dataclass
 class Work:
     """Everything known about one spool entry while it goes through the pipeline."""
@@ -65,9 +75,7 @@ class Work:
     reply_keys: Permanent = field(default_factory=reply_token_key)
     opened: bool = False  # this message opened its ticket
     flags_raised: tuple[str, ...] = ()  # this message's own flags (a chase leaves clocks alone)
-    # The incident this message's ticket joined, to be counted in its row by the last step
-    # (``daemon.similar.count_incident``), and the log fields that step completes.
-    joined_incident: tuple[int, dict[str, Any]] | None = None
+    joined_incident: JoinedIncident | None = None  # counted by ``similar.count_incident``
     outcome: str = ""
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 

@@ -6,8 +6,9 @@ same number, and a link would be lost from the count), and a ticket already
 linked by another transaction is never taken from it:
 
 * ``attach_unlinked``: link tickets that are in no incident, each only if it is
-  still in none when its row is written.
-* ``count_link``: add one linked ticket to the counts in the row itself
+  still in none when its row is written (and, with ``skip_locked``, only if no
+  other transaction is linking it right now).
+* ``count_link``: add linked tickets to the counts in the row itself
   (``ticket_count + 1``, never a number read before). Its ``UPDATE`` locks the
   incident row until the transaction ends, so the daemon runs it last, just
   before commit: the transactions linking to one incident wait for each other's
@@ -22,21 +23,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import case, select, update
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import Incident, Ticket
 
 
-def attach_unlinked(session: Session, incident_id: int, tickets: Sequence[Ticket]) -> list[Ticket]:
-    """Link those of ``tickets`` that are still in no incident; the ones linked."""
+def attach_unlinked(
+    session: Session, incident_id: int, tickets: Sequence[Ticket], *, skip_locked: bool = False
+) -> list[Ticket]:
+    """Link those of ``tickets`` that are still in no incident; the ones linked.
+
+    ``skip_locked`` leaves out a ticket another transaction holds (PostgreSQL; SQLite has
+    one writer): it is being linked there, and waiting for that would only find it taken.
+    """
     ids = [t.id for t in tickets]
     if not ids:
         return []
+    free: ColumnElement[bool] = Ticket.id.in_(ids)
+    if skip_locked:
+        free = Ticket.id.in_(
+            select(Ticket.id)
+            .where(free, Ticket.incident_id.is_(None))
+            .with_for_update(skip_locked=True)
+        )
     linked = set(
         session.scalars(
             update(Ticket)
-            .where(Ticket.id.in_(ids), Ticket.incident_id.is_(None))
+            .where(free, Ticket.incident_id.is_(None))
             .values(incident_id=incident_id)
             .returning(Ticket.id)
             .execution_options(synchronize_session=False)
@@ -49,34 +63,42 @@ def attach_unlinked(session: Session, incident_id: int, tickets: Sequence[Ticket
 
 
 def count_link(
-    session: Session, incident_id: int, ticket_id: int, customer: str, at: datetime
+    session: Session, incident_id: int, linked: Sequence[tuple[int, str]], at: datetime
 ) -> tuple[int, int]:
-    """Count ``ticket_id`` (of ``customer``, linked at ``at``) in the incident's row;
-    the new (ticket_count, customer_count)."""
+    """Count the ``linked`` tickets, (id, customer) pairs linked at ``at``, in the
+    incident's row; the new (ticket_count, customer_count)."""
+    if not linked:
+        raise ValueError("count_link needs at least one linked ticket")
     row = update(Incident).where(Incident.id == incident_id)
-    # Counted as a new customer first: in an outage nearly every link is one, and the
-    # row stays locked from here to commit, so the common case is one statement shorter.
+    ids = [i for i, _ in linked]
+    customers_linked = {c for _, c in linked}
+    # Counted as new customers first: in an outage nearly every link is one, and the row
+    # stays locked from here to commit, so the common case is one statement shorter.
     tickets, customers = session.execute(
         row.values(
-            ticket_count=Incident.ticket_count + 1,
-            customer_count=Incident.customer_count + 1,
+            ticket_count=Incident.ticket_count + len(ids),
+            customer_count=Incident.customer_count + len(customers_linked),
             last_at=case((Incident.last_at < at, at), else_=Incident.last_at),
         )
         .returning(Incident.ticket_count, Incident.customer_count)
         .execution_options(synchronize_session=False)
     ).one()
-    seen = session.scalar(
-        select(Ticket.id)
-        .where(
-            Ticket.incident_id == incident_id, Ticket.customer == customer, Ticket.id != ticket_id
+    seen = set(
+        session.scalars(
+            select(Ticket.customer)
+            .where(
+                Ticket.incident_id == incident_id,
+                Ticket.customer.in_(customers_linked),
+                Ticket.id.not_in(ids),
+            )
+            .distinct()
         )
-        .limit(1)
     )
-    if seen is not None:
+    if seen:
         session.execute(
-            row.values(customer_count=Incident.customer_count - 1).execution_options(
+            row.values(customer_count=Incident.customer_count - len(seen)).execution_options(
                 synchronize_session=False
             )
         )
-        customers -= 1
+        customers -= len(seen)
     return int(tickets), int(customers)
