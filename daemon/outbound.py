@@ -135,6 +135,8 @@ class Outbound:
             "raw": None,
             "state": outbox.PENDING,
             "attempts": 0,
+            "claimed_by": "",
+            "last_error": "",
             "created_at": now,
             "due_at": due or now,
         }

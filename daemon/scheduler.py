@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, Update, bindparam, insert, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -39,7 +39,7 @@ from daemon.config_desk import SlaConfig
 from daemon.logging import get_logger
 from daemon.outbound import Outbound
 from daemon.scheduler_plan import Due, Mail, Plan, decide
-from storage import outbox
+from storage import bulk, outbox
 from storage.engine import Database
 from storage.models import OutboxMail, Ticket, TicketEvent
 from triage import clock_state
@@ -113,6 +113,8 @@ def _update(names: tuple[str, ...]) -> Update:
     )
 
 
+_INSERT_EVENT = insert(_EVENTS)
+_INSERT_MAIL = insert(_OUTBOX)
 _RESCHEDULE = (
     update(_TICKETS)
     .where(_T.id == bindparam("b_id"))
@@ -220,10 +222,11 @@ class Scheduler:
             .with_for_update(skip_locked=True)
         )
         if after is not None:
+            # The range bound on its own, not only inside the OR: with it SQLite reads the
+            # index in order, where the OR alone made it collect and sort every remaining
+            # due ticket for each batch.
             due, last_id = after
-            query = query.where(
-                or_(_T.next_due_at > due, and_(_T.next_due_at == due, _T.id > last_id))
-            )
+            query = query.where(_T.next_due_at >= due, or_(_T.next_due_at > due, _T.id > last_id))
         return list(session.execute(query))
 
     def _batch(
@@ -293,8 +296,7 @@ class Scheduler:
             for p in plans
             for kind, data in p.events
         ]
-        if events:
-            session.execute(insert(_EVENTS), events)
+        bulk.executemany(session, _INSERT_EVENT, events)
         changed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for p in plans:
             before = stored[p.ticket.id]
@@ -304,12 +306,12 @@ class Scheduler:
                     {"b_id": p.ticket.id} | {f"b_{k}": p.columns[k] for k in names}
                 )
         for names, params in changed.items():
-            session.execute(_update(names), params)
-        if batch.failed:
-            session.execute(
-                _RESCHEDULE,
-                [{"b_id": tid, "b_next_due_at": at} for tid, at in batch.failed.items()],
-            )
+            bulk.executemany(session, _update(names), params)
+        bulk.executemany(
+            session,
+            _RESCHEDULE,
+            [{"b_id": tid, "b_next_due_at": at} for tid, at in batch.failed.items()],
+        )
         for plan in plans:
             batch.logs.extend(_bind(plan, e) for e in plan.logs)
 
@@ -444,7 +446,7 @@ def _insert_mail(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """
     if not rows:
         return []
-    session.execute(insert(_OUTBOX), rows)
+    bulk.executemany(session, _INSERT_MAIL, rows)
     wanted = [r["message_id"] for r in rows]
     found: dict[str, int] = {}
     for chunk in (wanted[i : i + 500] for i in range(0, len(wanted), 500)):

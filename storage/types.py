@@ -8,6 +8,7 @@ at the boundary so no caller has to remember them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,9 @@ def _clean_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
     return value
+
+
+_Processor = Callable[[Any], Any]
 
 
 class SafeText(TypeDecorator[str]):
@@ -70,10 +74,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is not UTC:
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column; attach a time zone")
-            value = value.astimezone(UTC)
+        value = _as_utc(value)
         # SQLite stores the string; keep it naive-UTC so comparisons sort correctly.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
@@ -81,6 +82,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    # On SQLite each value went through two processors (this type's, then the dialect's
+    # string formatting); the scheduler binds tens of thousands per pass, so SQLite gets
+    # one function with the dialect's exact text (``YYYY-MM-DD HH:MM:SS.ffffff``, which
+    # must not change: stored times are compared as strings; tests/storage/test_types.py).
+
+    def bind_processor(self, dialect: Dialect) -> _Processor | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            return _as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column; attach a time zone")
+    return value.astimezone(UTC)
 
 
 _encode = msgspec.json.Encoder().encode

@@ -1,0 +1,36 @@
+"""The column types' fast paths write exactly what SQLAlchemy's own processors would."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import DateTime, create_engine
+
+from storage.types import UTCDateTime
+
+SQLITE = create_engine("sqlite://").dialect
+# What the column wrote before its SQLite fast path: this type's processing, then the
+# dialect's DATETIME formatting. Stored times are compared as text, so not a character
+# may differ.
+GENERIC = DateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
+FAST = UTCDateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
+
+zones = st.builds(
+    lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-14 * 60, 14 * 60)
+)
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC) | zones))
+def test_sqlite_text_of_a_utc_time_is_the_dialects_own(t: datetime) -> None:
+    assert GENERIC is not None and FAST is not None
+    assert FAST(t) == GENERIC(t.astimezone(UTC).replace(tzinfo=None))
+
+
+def test_a_naive_time_is_refused_not_guessed() -> None:
+    assert FAST is not None
+    with pytest.raises(ValueError, match="naive datetime"):
+        FAST(datetime(2026, 12, 5, 9, 0))
+    assert FAST(None) is None
