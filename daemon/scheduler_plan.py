@@ -160,10 +160,11 @@ def _alarms(
     for alarm in fired:
         sent.append(alarm.key)
         quiet = alarm.kind == "at_risk" and alarm.clock in breached
+        deadline = alarm.deadline.isoformat()
         data: dict[str, Any] = {
             "clock": alarm.clock,
             "kind": alarm.kind,
-            "deadline": alarm.deadline.isoformat(),
+            "deadline": deadline,
             "logged": not quiet,
         }
         plan.events.append(("sla_alarm", data))
@@ -187,7 +188,7 @@ def _alarms(
                 f"sla.{alarm.kind}",
                 {
                     "clock": alarm.clock,
-                    "deadline": alarm.deadline.isoformat(),
+                    "deadline": deadline,
                     "team": due.team,
                     "assigned_to": due.assigned_to,
                 },

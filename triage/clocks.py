@@ -492,21 +492,14 @@ def alarms(clocks: Clocks, calendar: Calendar, at_risk: float) -> list[Alarm]:
     for clock, deadline in pending:
         if deadline is None:
             continue
+        # Keyed by the deadline, in UTC: a replay that reproduces it finds the alarm already
+        # sent; a re-stamp that moves it (assignment, reclassification) warns afresh.
+        due = deadline.due.astimezone(UTC).isoformat()
         risky = _risk_moment(deadline, calendar, at_risk)
         if risky is not None:
-            out.append(
-                Alarm(clock, "at_risk", risky, deadline.due, _key(clock, "at_risk", deadline))
-            )
-        out.append(
-            Alarm(clock, "breached", deadline.due, deadline.due, _key(clock, "breached", deadline))
-        )
+            out.append(Alarm(clock, "at_risk", risky, deadline.due, f"{clock}:at_risk:{due}"))
+        out.append(Alarm(clock, "breached", deadline.due, deadline.due, f"{clock}:breached:{due}"))
     return sorted(out, key=lambda a: (a.at, a.clock, a.kind))
-
-
-def _key(clock: str, kind: str, deadline: Deadline) -> str:
-    # Keyed by the deadline, in UTC: a replay that reproduces it finds the alarm already
-    # sent; a re-stamp that moves it (assignment, reclassification) warns afresh.
-    return f"{clock}:{kind}:{deadline.due.astimezone(UTC).isoformat()}"
 
 
 def _risk_moment(deadline: Deadline, calendar: Calendar, at_risk: float) -> datetime | None:
