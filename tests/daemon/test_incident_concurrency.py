@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 from daemon import pipeline
 from daemon.config import load
@@ -40,6 +41,53 @@ def _write_reports(directory: Path, instance: int) -> None:
         body = WORDINGS[(j + instance) % len(WORDINGS)] + f"\nCliente {j}, aviso {instance}.\n"
         raw = message("Problema con el correo", sender=f"c{j}@empresa{j}.es", body=body)
         (directory / f"{j:03}.eml").write_bytes(raw)
+
+
+class _Race:
+    """Instances A and B on one database (3 customers in 10 minutes make an incident);
+    A holds its transaction open after its incident step (``paused``) until ``release``.
+    ``report`` ingests one outage report at 10:00 + ``minute`` and keeps its ticket ref."""
+
+    def __init__(self, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        extra = "[matching]\nincident_tickets = 3\nincident_window_minutes = 10\n"
+        self.cfg_a, self.cfg_b = (
+            load(str(write_config(tmp_path / n, free_port(), database=pg_url, extra=extra)))
+            for n in ("a", "b")
+        )
+        self.paused, self.release = threading.Event(), threading.Event()
+        self.refs: dict[str, str] = {}
+        count = pipeline.STEPS["count_incident"]
+
+        def pause_a(work: Work) -> None:
+            if work.ticket is not None and work.ticket.customer.endswith("@a.es"):
+                self.paused.set()
+                self.release.wait(30)
+            count(work)
+
+        monkeypatch.setitem(pipeline.STEPS, "count_incident", pause_a)
+
+    def report(self, parts: Parts, who: str, minute: int) -> None:
+        day = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+        raw = message("Correo caído", sender=who, body=WORDINGS[minute % len(WORDINGS)] + "\n")
+        out = ingest_raw(parts, raw, received_at=day + timedelta(minutes=minute))
+        assert out.ticket_ref, out
+        self.refs[who] = out.ticket_ref
+
+    def a_detects(self, a: Parts, b: Parts, *, second: int, at: int) -> threading.Thread:
+        """B stores reports at 10:00 and 10:``second``; A detects with one at 10:``at`` and
+        holds its transaction open. The thread to join once ``release`` is set."""
+        self.report(b, "uno@x1.es", 0)
+        self.report(b, "dos@x2.es", second)
+        first = threading.Thread(target=self.report, args=(a, "tres@a.es", at))
+        first.start()
+        assert self.paused.wait(30), "A never reached its detection"
+        return first
+
+
+def _linked(s: Session) -> dict[str, str]:
+    """Ticket ref -> incident ref of every linked ticket."""
+    query = "SELECT t.ref, i.ref FROM tickets t JOIN incidents i ON i.id = t.incident_id"
+    return {t: i for t, i in s.execute(text(query)).all()}
 
 
 @pytest.mark.timeout(300)
@@ -104,36 +152,10 @@ def test_two_instances_detecting_one_outage_at_once_open_one_incident(
     instance B, whose 30-minute window holds only the 10:15 reports (A's own 10:09 ticket
     is not committed yet), reaches the threshold too: B waits for A's commit, sees A's
     ticket and its incident, and joins it. Before the detection lock it opened a second."""
-    extra = "[matching]\nincident_tickets = 3\nincident_window_minutes = 10\n"
-    cfg_a, cfg_b = (
-        load(str(write_config(tmp_path / n, free_port(), database=pg_url, extra=extra)))
-        for n in ("a", "b")
-    )
-    paused, release = threading.Event(), threading.Event()
-    count = pipeline.STEPS["count_incident"]
-
-    def pause_a(work: Work) -> None:  # A holds its transaction open after detecting
-        if work.ticket is not None and work.ticket.customer.endswith("@a.es"):
-            paused.set()
-            release.wait(30)
-        count(work)
-
-    monkeypatch.setitem(pipeline.STEPS, "count_incident", pause_a)
-    day = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
-    refs: dict[str, str] = {}
-
-    def report(parts: Parts, who: str, minute: int) -> None:
-        raw = message("Correo caído", sender=who, body=WORDINGS[minute % len(WORDINGS)] + "\n")
-        out = ingest_raw(parts, raw, received_at=day + timedelta(minutes=minute))
-        assert out.ticket_ref, out
-        refs[who] = out.ticket_ref
-
-    with open_parts(cfg_a, recover=False) as a, open_parts(cfg_b, recover=False) as b:
-        report(b, "uno@x1.es", 0)
-        report(b, "dos@x2.es", 1)
-        first = threading.Thread(target=report, args=(a, "tres@a.es", 9))
-        first.start()
-        assert paused.wait(30), "A never reached its detection"
+    race = _Race(tmp_path, pg_url, monkeypatch)
+    release, refs, report = race.release, race.refs, race.report
+    with open_parts(race.cfg_a, recover=False) as a, open_parts(race.cfg_b, recover=False) as b:
+        first = race.a_detects(a, b, second=1, at=9)
         report(b, "cuatro@x4.es", 15)
         report(b, "cinco@x5.es", 15)
         second = threading.Thread(target=report, args=(b, "seis@x6.es", 16))
@@ -145,14 +167,7 @@ def test_two_instances_detecting_one_outage_at_once_open_one_incident(
         assert not first.is_alive() and not second.is_alive()
         with b.db.transaction() as s:
             opened = s.execute(text("SELECT ref FROM incidents")).scalars().all()
-            linked = dict(
-                s.execute(
-                    text(
-                        "SELECT t.ref, i.ref FROM tickets t "
-                        "JOIN incidents i ON i.id = t.incident_id"
-                    )
-                ).all()
-            )
+            linked = _linked(s)
     assert len(opened) == 1, f"one outage opened {opened}"
     assert linked[refs["tres@a.es"]] == linked[refs["seis@x6.es"]] == opened[0]
 
@@ -166,36 +181,10 @@ def test_a_ticket_committed_while_the_incident_was_being_opened_joins_it_later(
     so it opens nothing and stays in no incident. The next report, at 10:13, sees A's
     ticket in the open incident and that stray, joins, and takes the stray along, counted
     once. Before, the stray stayed outside its outage (598 of 600 in bench/incident_burst)."""
-    extra = "[matching]\nincident_tickets = 3\nincident_window_minutes = 10\n"
-    cfg_a, cfg_b = (
-        load(str(write_config(tmp_path / n, free_port(), database=pg_url, extra=extra)))
-        for n in ("a", "b")
-    )
-    paused, release = threading.Event(), threading.Event()
-    count = pipeline.STEPS["count_incident"]
-
-    def pause_a(work: Work) -> None:  # A holds its transaction open after detecting
-        if work.ticket is not None and work.ticket.customer.endswith("@a.es"):
-            paused.set()
-            release.wait(30)
-        count(work)
-
-    monkeypatch.setitem(pipeline.STEPS, "count_incident", pause_a)
-    day = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
-    refs: dict[str, str] = {}
-
-    def report(parts: Parts, who: str, minute: int) -> None:
-        raw = message("Correo caído", sender=who, body=WORDINGS[minute % len(WORDINGS)] + "\n")
-        out = ingest_raw(parts, raw, received_at=day + timedelta(minutes=minute))
-        assert out.ticket_ref, out
-        refs[who] = out.ticket_ref
-
-    with open_parts(cfg_a, recover=False) as a, open_parts(cfg_b, recover=False) as b:
-        report(b, "uno@x1.es", 0)
-        report(b, "dos@x2.es", 0)
-        first = threading.Thread(target=report, args=(a, "tres@a.es", 5))
-        first.start()
-        assert paused.wait(30), "A never reached its detection"
+    race = _Race(tmp_path, pg_url, monkeypatch)
+    release, refs, report = race.release, race.refs, race.report
+    with open_parts(race.cfg_a, recover=False) as a, open_parts(race.cfg_b, recover=False) as b:
+        first = race.a_detects(a, b, second=0, at=5)
         report(b, "suelto@x4.es", 12)  # the stray: done while A's incident is uncommitted
         release.set()
         first.join(30)
@@ -205,14 +194,7 @@ def test_a_ticket_committed_while_the_incident_was_being_opened_joins_it_later(
             counts = s.execute(
                 text("SELECT ref, ticket_count, customer_count FROM incidents")
             ).all()
-            linked = dict(
-                s.execute(
-                    text(
-                        "SELECT t.ref, i.ref FROM tickets t "
-                        "JOIN incidents i ON i.id = t.incident_id"
-                    )
-                ).all()
-            )
+            linked = _linked(s)
             swept = (
                 s.execute(
                     text(
