@@ -11,16 +11,16 @@ the same as an open ticket of the same customer joins that ticket as
 own address or the customer they are an authorised contact of, so a stranger
 copying a ticket's text only ever matches their own tickets.
 
-Incidents ("falla masiva", seed 001): a ticket whose matter is like those of
-tickets from at least ``incident_tickets - 1`` *other* customers in the last
-``incident_window_minutes`` (same category when classified) opens an incident
-linking them all; a later similar ticket joins the open incident, taking along any
-similar ticket of the window still in none (one that committed while the incident was
-being opened elsewhere, so neither saw the other). Counting customers, not tickets,
-keeps one customer writing five times from looking like an outage. In an outage every
-instance links tickets to the same incident at once: counts are added in its row by the
-last step (``count_incident``), so the instances wait for each other's commit only, and
-no link is lost from a count.
+Incidents ("falla masiva", seed 001): a ticket whose matter is like those of tickets
+from at least ``incident_tickets - 1`` *other* customers in the last
+``incident_window_minutes`` (same category when classified) opens an incident linking
+them all; a later similar ticket joins the open incident, taking along any ticket of the
+window still in none that is like one of the incident's (one that committed while the
+incident was being opened elsewhere, so neither saw the other). Counting customers, not
+tickets, keeps one customer writing five times from looking like an outage. In an outage
+every instance links tickets to the same incident at once: counts are added in its row
+by the last step (``count_incident``), so the instances wait for each other's commit
+only, and no link is lost from a count.
 """
 
 from __future__ import annotations
@@ -99,14 +99,29 @@ def _join_open(work: Work, t: Ticket, close: list[tuple[float, repo.Candidate]])
 def _sweep(
     work: Work, inc: Incident, t: Ticket, close: list[tuple[float, repo.Candidate]]
 ) -> list[Ticket]:
-    """Link the ``close`` tickets still in no incident to ``inc`` along with ``t``.
+    """Link to ``inc``, along with ``t``, the ``close`` tickets in no incident that are
+    like one of its tickets of their window.
 
     A ticket committed in the moment between another instance's detection scan and its
     commit saw neither that incident nor enough similar tickets to open one, and the
-    detection could not see it: left alone it would stay outside its outage. Like ``t``,
-    it is similar to the incident's tickets, so the next ticket that joins takes it along.
+    detection could not see it: left alone it would stay outside its outage. Being like
+    ``t`` is not enough (similarity is not transitive: ``t`` may sit between two
+    matters); the stray must be like a ticket the incident already holds, as it would
+    have been had the detection seen it.
     """
-    strays = [c.id for _, c in close if c.incident_id is None]
+    m = work.matching
+    window = timedelta(minutes=m.incident_window_minutes)
+    members = [c for _, c in close if c.incident_id == inc.id]
+    strays = [
+        c.id
+        for _, c in close
+        if c.incident_id is None
+        and any(
+            abs(c.created_at - o.created_at) <= window
+            and incident_score(c.match_text, o.match_text) >= m.incident_similarity
+            for o in members
+        )
+    ]
     if not strays:
         return []
     tickets = [work.session.get_one(Ticket, i) for i in strays]
@@ -178,7 +193,13 @@ def _detect(work: Work, t: Ticket, close: list[tuple[float, repo.Candidate]]) ->
     taken_open = [i for i in taken if i is not None and i.status == "open"]
     if taken_open:
         savepoint.rollback()
-        _link(work, max(taken_open, key=lambda i: i.last_at), t)
+        joined = max(taken_open, key=lambda i: i.last_at)
+        # The scan's rows predate the other instance's commit: read their links again.
+        now_close = [
+            (score, c._replace(incident_id=o.incident_id))
+            for (score, c), (_, o) in zip(close, similar, strict=True)
+        ]
+        _link(work, joined, t, swept=_sweep(work, joined, t, now_close))
         return
     savepoint.commit()
     for other in linked:

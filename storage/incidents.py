@@ -35,22 +35,20 @@ def attach_unlinked(
     """Link those of ``tickets`` that are still in no incident; the ones linked.
 
     ``skip_locked`` leaves out a ticket another transaction holds (PostgreSQL; SQLite has
-    one writer): it is being linked there, and waiting for that would only find it taken.
+    one writer): it may be being linked there, and waiting for that would only find it
+    taken; or a scheduler pass or an agent holds it, and the ticket is left for the next
+    ticket that joins rather than holding this message's transaction up behind it.
     """
     ids = [t.id for t in tickets]
     if not ids:
         return []
-    free: ColumnElement[bool] = Ticket.id.in_(ids)
+    free: list[ColumnElement[bool]] = [Ticket.id.in_(ids), Ticket.incident_id.is_(None)]
     if skip_locked:
-        free = Ticket.id.in_(
-            select(Ticket.id)
-            .where(free, Ticket.incident_id.is_(None))
-            .with_for_update(skip_locked=True)
-        )
+        free.append(Ticket.id.in_(select(Ticket.id).where(*free).with_for_update(skip_locked=True)))
     linked = set(
         session.scalars(
             update(Ticket)
-            .where(free, Ticket.incident_id.is_(None))
+            .where(*free)
             .values(incident_id=incident_id)
             .returning(Ticket.id)
             .execution_options(synchronize_session=False)

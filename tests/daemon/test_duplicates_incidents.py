@@ -13,6 +13,7 @@ from storage import repository as repo
 from support.daemon import run_cli
 from support.ingest import ingest_raw
 from support.mail import message
+from triage.similarity import incident_score
 
 OUTAGE = (
     "No podemos enviar ni recibir correos desde esta mañana, el servidor de correo rechaza "
@@ -162,3 +163,26 @@ def test_unrelated_reports_do_not_form_an_incident(parts: Parts) -> None:
         _send(parts, f"user{i}@empresa{i}.es", "Consulta", body)
     with parts.db.transaction() as s:
         assert all(t.incident_id is None for t in repo.list_tickets(s))
+
+
+def test_a_ticket_joining_takes_along_only_strays_like_the_incidents_own(
+    config_factory: Callable[..., Config],
+) -> None:
+    """Similarity is not transitive: a ticket that reports the outage *and* asks for a new
+    mailbox is like both the outage's tickets and an earlier mailbox request, which is
+    not like any of the outage's. It joins the incident; the mailbox request stays out."""
+    cfg = config_factory()
+    request = "Quiero añadir una cuenta de email para el nuevo comercial, buzón de 5 GB y alias."
+    with open_parts(cfg, recover=True) as parts:
+        for i, body in enumerate(REPORTS):
+            _send(parts, f"user{i}@empresa{i}.es", "Problema con el correo", body)
+        stray = _send(parts, "otra@nueva.es", "Problema con el correo", request)
+        both = _send(parts, "x@empresa9.es", "Problema con el correo", f"{REPORTS[0]} {request}")
+        with parts.db.transaction() as s:
+            a, b = repo.ticket(s, stray), repo.ticket(s, both)
+            assert a is not None and b is not None
+            # The stray is in the joining ticket's scan: same category, alike enough.
+            assert a.category == b.category
+            assert incident_score(a.match_text, b.match_text) >= cfg.matching.incident_similarity
+            assert b.incident_id is not None
+            assert a.incident_id is None
