@@ -59,9 +59,20 @@ def executemany(
 
 @functools.lru_cache(maxsize=64)
 def _compile(statement: Insert | Update, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:
-    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    # for_executemany: an INSERT must not grow a RETURNING of its new keys (psycopg).
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
     if not isinstance(compiled, SQLCompiler):
         raise TypeError(f"not a SQL statement: {statement!r}")
+    if (
+        compiled.escaped_bind_names
+        or compiled.post_compile_params
+        or compiled.literal_execute_params
+    ):
+        # The driver would get names or values SQLAlchemy rewrites at execution time.
+        raise TypeError(
+            f"executemany takes plain bound parameters only, not expanding IN, literal "
+            f"or renamed binds: {compiled.string!r}"
+        )
     order = list(compiled.positiontup or ()) if dialect.positional else list(compiled.binds)
     missing = set(order) - set(keys)
     if missing:

@@ -82,3 +82,15 @@ def test_no_rows_is_no_statement(db: Database) -> None:
     with db.transaction() as s:
         bulk.executemany(s, INSERT, [])
         assert s.execute(select(EVENTS.c.id)).first() is None
+
+
+def test_a_statement_sqlalchemy_rewrites_at_execution_is_refused(db: Database) -> None:
+    """An expanding IN is rendered per call: compiled once, the driver would get a
+    placeholder it cannot fill. Refused before anything is sent."""
+    expanding = (
+        update(TICKETS)
+        .where(TICKETS.c.id.in_(bindparam("b_ids", expanding=True)))
+        .values(status=bindparam("b_status"))
+    )
+    with db.transaction() as s, pytest.raises(TypeError, match="expanding IN"):
+        bulk.executemany(s, expanding, [{"b_ids": [1, 2], "b_status": "closed"}])
