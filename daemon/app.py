@@ -93,12 +93,13 @@ class Supervisor:
         self.cfg, self.parts, self.notifier = cfg, parts, notifier
         # This instance's name (``daemon.instance``): the holder of its IMAP folder leases.
         self.name = name or instance_id()
+        self._stable_name = name  # "" when not the instance's: nothing to take back
         self.listener = listener  # passed by systemd (buzon.socket), else [smtp] listen
         self.log = get_logger(component="daemon")
         self.stop = asyncio.Event()
         self.reload_asked = asyncio.Event()
         roles = cfg.roles  # fixed for the life of the process: a change needs a restart
-        self.ingest = IngestProcess(cfg) if roles.ingest_process else None
+        self.ingest = IngestProcess(cfg, name=name) if roles.ingest_process else None
         self.writer = GroupCommitWriter(parts.spool)
         self.metrics: Metrics | None = None
         if cfg.metrics.listen:  # prometheus_client is imported only when asked for
@@ -387,7 +388,7 @@ class Supervisor:
             # The ingest process read its config at start: replace it. The spool holds
             # whatever arrives meanwhile, and the old process finishes its message first.
             await asyncio.to_thread(self.ingest.stop)
-            self.ingest = IngestProcess(cfg)
+            self.ingest = IngestProcess(cfg, name=self._stable_name)
             if not await asyncio.to_thread(self.ingest.start):
                 self.log.error(
                     "daemon.failed",

@@ -43,7 +43,7 @@ STOP_TIMEOUT = 4.0
 
 
 def ingest_main(
-    cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[float]
+    cfg: Config, name: str, wake: Connection, ready: Event, heartbeat: Synchronized[float]
 ) -> None:
     """Entry point of the ingest process: process the spool until the parent's pipe ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -55,7 +55,7 @@ def ingest_main(
     logmod.configure(cfg.log.level, cfg.log.format, components=dict(cfg.log.components))
     log = logmod.get_logger(component="ingest")
     try:
-        _serve(cfg, wake, ready, heartbeat)
+        _serve(cfg, name, wake, ready, heartbeat)
     except Exception as exc:
         log.error("ingest.crashed", error=f"{type(exc).__name__}: {exc}")
         raise SystemExit(1) from exc
@@ -79,7 +79,9 @@ def _parent_says_stop(wake: Connection, timeout: float) -> bool | None:
     return not data
 
 
-def _serve(cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[float]) -> None:
+def _serve(
+    cfg: Config, name: str, wake: Connection, ready: Event, heartbeat: Synchronized[float]
+) -> None:
     log = logmod.get_logger(component="ingest")
     roles = cfg.roles
     with open_parts(cfg, recover=False) as parts:
@@ -100,9 +102,12 @@ def _serve(cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[
                 cfg.transcription,
                 parts.db,
                 parts.blobs,
-                holder=instance_id(),
+                holder=name or instance_id(),
                 triager=parts.triager,
                 sla=cfg.desk.sla,
+                # The instance's name: its parent holds the spool, and a reload stops the
+                # old process before starting this one, so no other life of it transcribes.
+                take_back=bool(name),
             )
             voice.start()
         log.info(
@@ -142,7 +147,9 @@ def _serve(cfg: Config, wake: Connection, ready: Event, heartbeat: Synchronized[
 class IngestProcess:
     """The parent's handle: start, wake on new spool entries, watch, stop."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, name: str = "") -> None:
+        """``name``: the instance's, which survives restarts (``daemon.instance``); its
+        transcription claims are then taken back at start. "" = a name per process."""
         ctx = multiprocessing.get_context("spawn")
         reader, self._writer = ctx.Pipe(duplex=False)
         # A notify must never block the event loop or an IMAP thread: when the pipe is
@@ -156,7 +163,7 @@ class IngestProcess:
         # itself when the parent goes away (see the getppid check in _serve).
         self.proc: SpawnProcess = ctx.Process(
             target=ingest_main,
-            args=(cfg, reader, self.ready, self.heartbeat),
+            args=(cfg, name, reader, self.ready, self.heartbeat),
             name="buzon-ingest",
         )
 

@@ -97,8 +97,9 @@ class TranscriptionRunner:
         poll_interval: float = 1.0,
         triager: Callable[[], Triager] | None = None,
         sla: SlaConfig | None = None,
+        take_back: bool = False,  # holder is the instance's name: take its old claims back
     ) -> None:
-        self.triager = triager
+        self.triager, self.take_back = triager, take_back
         self.sla = sla  # None: the ticket keeps the policy it was stamped with
         self.cfg, self.db, self.blobs, self.holder = cfg, db, blobs, holder
         self.clock, self.poll_interval = clock, poll_interval
@@ -131,6 +132,8 @@ class TranscriptionRunner:
                 check_model_dir(Path(model))
             except TranscriptionError as exc:  # start anyway: the admin may be installing it
                 self.log.warning("transcription.model_missing", model=model, error=str(exc))
+        if self.take_back:
+            self._take_back()
         self.pool = self._pool_factory(self.cfg)
         workers = self.cfg.pool_size()
         for i in range(workers):
@@ -139,6 +142,26 @@ class TranscriptionRunner:
             self._threads.append(t)
         self.log.info("transcription.started_pool", workers=workers, model=self.cfg.model)
         return True
+
+    def _take_back(self) -> None:
+        """Expire the claims this instance held before its restart, before any claim:
+        only a holder that survives restarts (``daemon.instance``) asks for it."""
+        try:
+            with self.db.transaction() as s:
+                held = vm_repo.expire_claims(s, self.holder, self.clock())
+        except Exception as exc:  # the database is away: the leases expire anyway
+            self.log.warning(
+                "transcription.take_back_failed",
+                error=f"{type(exc).__name__}: {exc}",
+                fix="nothing to do: the recordings are transcribed when their leases end",
+            )
+            return
+        if held:
+            self.log.warning(
+                "transcription.taken_back",
+                voicemails=held,
+                reason="being transcribed when this instance stopped; transcribed again now",
+            )
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()

@@ -37,6 +37,26 @@ def claim(session: Session, holder: str, now: datetime, lease: timedelta) -> Voi
     return row
 
 
+def expire_claims(session: Session, holder: str, now: datetime) -> int:
+    """End the leases ``holder`` took in an earlier life; how many recordings it held.
+
+    For a restarted instance, the same holder (``daemon.instance``): what it was
+    transcribing when it died is claimable at once instead of after the lease (30
+    minutes, longer than any recording may take).
+    """
+    result = session.execute(
+        update(Voicemail)
+        .where(
+            Voicemail.state == "running",
+            Voicemail.claimed_by == holder,
+            Voicemail.claimed_until >= now,
+        )
+        .values(claimed_until=now - timedelta(seconds=1))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def retry_failed(session: Session, now: datetime) -> int:
     """Give every failed transcription a new set of attempts (an admin fixed the cause)."""
     result = session.execute(

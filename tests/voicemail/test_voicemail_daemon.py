@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import smtplib
 import statistics
 import time
@@ -9,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from support.audio import VoicemailAudio
+from support.audio import VoicemailAudio, long_speech_wav
 from support.daemon import Daemon, wait_until
 from support.mail import message, send
 from support.voicemail import asterisk_mail
@@ -82,4 +84,30 @@ def test_without_a_model_the_daemon_runs_and_voicemails_wait_as_tickets(
     assert "transcription pending" in shown
     status = d.cli("status").stdout
     assert "transcription off (no model), 1 pending" in status
+    assert d.stop() == 0
+
+
+def test_kill9_mid_transcription_the_restarted_instance_transcribes_it_at_once(
+    daemon_factory: Callable[..., Daemon], model_dir: Path, tmp_path: Path
+) -> None:
+    """The whole service is SIGKILLed while a minute-long recording is being transcribed
+    (the OOM killer, systemd's SIGKILL of the cgroup): its claim stays in the database,
+    leased for 30 minutes. The restarted instance is the same holder, takes the claim
+    back at start and transcribes the recording now, once."""
+    wav = long_speech_wav(tmp_path / "speech", 60).read_bytes()
+    d = daemon_factory(extra=f'[transcription]\nmodel = "{model_dir}"\nworkers = 1\n')
+    ingest_pid = d.wait_event("ingest.started", 60)["pid"]
+    # CRLF, as the PBX's MTA relays it: smtplib sends bytes as they are, and a megabyte
+    # with bare LFs is one line longer than [smtp] max_line_length.
+    raw = asterisk_mail(wav, length="1:00").replace(b"\n", b"\r\n")
+    send(d.port, raw, sender="asterisk@pbx.example.com")
+    d.wait_event("transcription.started", 60)
+    os.kill(ingest_pid, signal.SIGKILL)  # first: told by its parent, it would hand it back
+    d.kill()
+    d.start()
+    back = d.wait_event("transcription.taken_back", 60)
+    assert back["voicemails"] == 1
+    done = d.wait_event("transcription.done", 180)
+    assert done["words"] > 0
+    assert d.count("transcription.started") == 1  # this life: the one recording, once
     assert d.stop() == 0

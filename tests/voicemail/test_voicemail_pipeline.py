@@ -19,7 +19,7 @@ import structlog
 
 from daemon.config import Config, VoicemailDir
 from daemon.parts import Parts
-from daemon.voice import TranscriptionRunner, make_pool
+from daemon.voice import LEASE, TranscriptionRunner, make_pool
 from daemon.voicedir import VoicemailFolder, find_pairs
 from storage import repository as repo
 from storage import voicemails as vm_repo
@@ -505,3 +505,34 @@ def test_a_model_per_mailbox(
         assert voicemail_row(parts, mapped.ticket_ref or "").state == "done"
         failed = voicemail_row(parts, other.ticket_ref or "")
         assert failed.state == "failed" and "absent" in failed.last_error
+
+
+def test_a_restarted_instance_takes_back_the_recording_it_was_transcribing(
+    vm_parts: tuple[Config, Parts], audio: VoicemailAudio
+) -> None:
+    """The instance died mid-transcription (its claim is in the database, leased for 30
+    minutes). Restarted under the same name it transcribes the recording at once; another
+    instance still leaves the claim alone until the lease ends."""
+    cfg, parts = vm_parts
+    out = ingest_raw(parts, asterisk_mail(audio.read("wav")))
+    died_at = datetime.now(UTC)
+    with parts.db.transaction() as s:
+        assert vm_repo.claim(s, "host:abc123", died_at, LEASE) is not None
+    other = TranscriptionRunner(cfg.transcription, parts.db, parts.blobs, holder="host:other")
+    other.pool = make_pool(cfg.transcription)
+    try:
+        assert not other.run_once()  # the dead instance's lease holds for anyone else
+    finally:
+        other.pool.close()
+    again = TranscriptionRunner(
+        cfg.transcription, parts.db, parts.blobs, holder="host:abc123", take_back=True
+    )
+    assert again.start()
+    try:
+        wait_until(
+            lambda: voicemail_row(parts, out.ticket_ref or "").state == "done",
+            60,
+            what="the recording transcribed after the restart",
+        )
+    finally:
+        again.stop()
