@@ -105,8 +105,10 @@ def _serve(
                 holder=name or instance_id(),
                 triager=parts.triager,
                 sla=cfg.desk.sla,
-                # The instance's name: its parent holds the spool, and a reload stops the
-                # old process before starting this one, so no other life of it transcribes.
+                # The instance's name, the same after a restart: what it held then is
+                # taken back. An earlier run of this process still finishing (its parent
+                # was killed) may record nothing for a recording taken back: each outcome
+                # is written only under the claim it was made for.
                 take_back=bool(name),
             )
             voice.start()
@@ -160,7 +162,7 @@ class IngestProcess:
         self.ready = ctx.Event()
         self.heartbeat: Synchronized[float] = ctx.Value("d", 0.0)
         # Not a daemonic process: it has parser processes of its own. It exits by
-        # itself when the parent goes away (see the getppid check in _serve).
+        # itself when the parent goes away (the end of the pipe, _parent_says_stop).
         self.proc: SpawnProcess = ctx.Process(
             target=ingest_main,
             args=(cfg, name, reader, self.ready, self.heartbeat),

@@ -100,14 +100,14 @@ def _sweep(
     work: Work, inc: Incident, t: Ticket, close: list[tuple[float, repo.Candidate]]
 ) -> list[Ticket]:
     """Link to ``inc``, along with ``t``, the ``close`` tickets in no incident that are
-    like one of its tickets of their window.
+    like one of the incident's tickets in ``close`` within their window.
 
     A ticket committed in the moment between another instance's detection scan and its
     commit saw neither that incident nor enough similar tickets to open one, and the
     detection could not see it: left alone it would stay outside its outage. Being like
     ``t`` is not enough (similarity is not transitive: ``t`` may sit between two
-    matters); the stray must be like a ticket the incident already holds, as it would
-    have been had the detection seen it.
+    matters); the stray must also be like a ticket the incident already holds, the
+    narrower rule: a stray like only ``t`` stays out.
     """
     m = work.matching
     window = timedelta(minutes=m.incident_window_minutes)

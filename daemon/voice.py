@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy.orm import Session
+
 from daemon import sla as sla_ops
 from daemon.config import TranscriptionConfig
 from daemon.config_desk import SlaConfig
@@ -37,6 +39,7 @@ from transcription import (
     DecodeLimits,
     ModelUnavailable,
     PoolClosed,
+    RecognizerCrashed,
     TranscriberPool,
     Transcript,
     TranscriptionError,
@@ -67,6 +70,7 @@ class _Job:
     audio_format: str
     model_dir: str
     attempts: int
+    lease: datetime | None  # the claim's end as written: a later claim of the row changes it
 
 
 def make_pool(cfg: TranscriptionConfig) -> TranscriberPool:
@@ -144,11 +148,16 @@ class TranscriptionRunner:
         return True
 
     def _take_back(self) -> None:
-        """Expire the claims this instance held before its restart, before any claim:
-        only a holder that survives restarts (``daemon.instance``) asks for it."""
+        """End the claims this instance held before its restart, before any claim: only a
+        holder that survives restarts (``daemon.instance``) asks for it.
+
+        Each counts as a failed attempt, as a recogniser's death does (VM-04): a recording
+        that brings the whole service down is retried ``max_attempts`` times, then failed
+        with a reason on its ticket, instead of crashing every restart.
+        """
         try:
             with self.db.transaction() as s:
-                held = vm_repo.expire_claims(s, self.holder, self.clock())
+                held = [self._job(row) for row in vm_repo.held_by(s, self.holder)]
         except Exception as exc:  # the database is away: the leases expire anyway
             self.log.warning(
                 "transcription.take_back_failed",
@@ -156,11 +165,21 @@ class TranscriptionRunner:
                 fix="nothing to do: the recordings are transcribed when their leases end",
             )
             return
-        if held:
-            self.log.warning(
-                "transcription.taken_back",
-                voicemails=held,
-                reason="being transcribed when this instance stopped; transcribed again now",
+        if not held:
+            return
+        self.log.warning(
+            "transcription.taken_back",
+            voicemails=len(held),
+            reason="being transcribed when this instance stopped; each is an attempt, retried",
+        )
+        for job in held:
+            self._failed(
+                job,
+                RecognizerCrashed(
+                    "the service stopped while transcribing it (killed, out of memory or a "
+                    "power cut); retried"
+                ),
+                self.log.bind(voicemail_id=job.id, message_pk=job.message_pk),
             )
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -239,20 +258,48 @@ class TranscriptionRunner:
                 return None
             keys = (row.mailbox, *row.message.to_addrs)
             row.model_dir = self.cfg.model_for(keys)
-            return _Job(
-                row.id,
-                row.message_pk,
-                row.attachment.sha256,
-                row.audio_format,
-                row.model_dir,
-                row.attempts,
-            )
+            return self._job(row)
+
+    @staticmethod
+    def _job(row: Voicemail) -> _Job:
+        return _Job(
+            row.id,
+            row.message_pk,
+            row.attachment.sha256,
+            row.audio_format,
+            row.model_dir,
+            row.attempts,
+            row.claimed_until,
+        )
+
+    def _held(self, s: Session, job: _Job, log: Any) -> Voicemail | None:
+        """The job's row, locked, if this claim still holds it; None (and a warning) if not.
+
+        A claim can end under a live runner: its lease ran out, or this instance was
+        restarted while an orphaned run of it was still finishing and took the claim back.
+        Whoever holds the row now records the outcome, so it is recorded once.
+        """
+        row = s.get(Voicemail, job.id, with_for_update=True)
+        if (
+            row is not None
+            and row.state == "running"
+            and row.claimed_by == self.holder
+            and row.claimed_until == job.lease
+        ):
+            return row
+        log.warning(
+            "transcription.claim_lost",
+            reason="the recording was claimed again since this run took it (lease ended, or "
+            "the instance restarted); its outcome here is dropped, the new claim records its own",
+        )
+        return None
 
     def _done(self, job: _Job, t: Transcript, log: Any) -> None:
         now = self.clock()
         with self.db.transaction() as s:
-            row = s.get(Voicemail, job.id)
-            assert row is not None
+            row = self._held(s, job, log)
+            if row is None:
+                return
             row.state, row.last_error = "done", ""
             row.claimed_until = None
             row.transcript = t.to_json()
@@ -307,8 +354,9 @@ class TranscriptionRunner:
 
     def _requeue(self, job: _Job) -> None:
         with self.db.transaction() as s:
-            row = s.get(Voicemail, job.id)
-            assert row is not None
+            row = self._held(s, job, self.log.bind(voicemail_id=job.id))
+            if row is None:
+                return
             row.state, row.claimed_until, row.due_at = "pending", None, self.clock()
 
     def _failed(self, job: _Job, exc: TranscriptionError, log: Any) -> None:
@@ -317,8 +365,9 @@ class TranscriptionRunner:
         final = exc.permanent or attempts >= self.cfg.max_attempts
         reason = str(exc)
         with self.db.transaction() as s:
-            row = s.get(Voicemail, job.id)
-            assert row is not None
+            row = self._held(s, job, log)
+            if row is None:
+                return
             row.attempts = attempts
             row.last_error = reason
             row.claimed_until = None

@@ -34,17 +34,23 @@ def attach_unlinked(
 ) -> list[Ticket]:
     """Link those of ``tickets`` that are still in no incident; the ones linked.
 
-    ``skip_locked`` leaves out a ticket another transaction holds (PostgreSQL; SQLite has
-    one writer): it may be being linked there, and waiting for that would only find it
-    taken; or a scheduler pass or an agent holds it, and the ticket is left for the next
-    ticket that joins rather than holding this message's transaction up behind it.
+    ``skip_locked`` leaves out a ticket another transaction is updating (PostgreSQL;
+    SQLite has one writer): it may be being linked there, and waiting for that would only
+    find it taken; or a scheduler pass or an agent is changing it, and a later ticket that
+    joins may take it along instead of this message's transaction waiting behind it. The
+    lock is ``FOR NO KEY UPDATE``, what the UPDATE takes anyway: a transaction that only
+    inserts rows referring to the ticket (an event, a message) does not make it skipped.
     """
     ids = [t.id for t in tickets]
     if not ids:
         return []
     free: list[ColumnElement[bool]] = [Ticket.id.in_(ids), Ticket.incident_id.is_(None)]
     if skip_locked:
-        free.append(Ticket.id.in_(select(Ticket.id).where(*free).with_for_update(skip_locked=True)))
+        free.append(
+            Ticket.id.in_(
+                select(Ticket.id).where(*free).with_for_update(skip_locked=True, key_share=True)
+            )
+        )
     linked = set(
         session.scalars(
             update(Ticket)

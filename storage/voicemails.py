@@ -37,24 +37,21 @@ def claim(session: Session, holder: str, now: datetime, lease: timedelta) -> Voi
     return row
 
 
-def expire_claims(session: Session, holder: str, now: datetime) -> int:
-    """End the leases ``holder`` took in an earlier life; how many recordings it held.
+def held_by(session: Session, holder: str) -> list[Voicemail]:
+    """The recordings ``holder`` claimed and has not finished, locked.
 
     For a restarted instance, the same holder (``daemon.instance``): what it was
-    transcribing when it died is claimable at once instead of after the lease (30
-    minutes, longer than any recording may take).
+    transcribing when it died, to be retried now instead of after the lease (30 minutes,
+    longer than any recording may take).
     """
-    result = session.execute(
-        update(Voicemail)
-        .where(
-            Voicemail.state == "running",
-            Voicemail.claimed_by == holder,
-            Voicemail.claimed_until >= now,
+    return list(
+        session.scalars(
+            select(Voicemail)
+            .where(Voicemail.state == "running", Voicemail.claimed_by == holder)
+            .order_by(Voicemail.id)
+            .with_for_update()
         )
-        .values(claimed_until=now - timedelta(seconds=1))
-        .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def retry_failed(session: Session, now: datetime) -> int:

@@ -87,26 +87,43 @@ def test_without_a_model_the_daemon_runs_and_voicemails_wait_as_tickets(
     assert d.stop() == 0
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc), recursively."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [*_children(int(child)), int(child)]
+    return found
+
+
 def test_kill9_mid_transcription_the_restarted_instance_transcribes_it_at_once(
     daemon_factory: Callable[..., Daemon], model_dir: Path, tmp_path: Path
 ) -> None:
     """The whole service is SIGKILLed while a minute-long recording is being transcribed
     (the OOM killer, systemd's SIGKILL of the cgroup): its claim stays in the database,
     leased for 30 minutes. The restarted instance is the same holder, takes the claim
-    back at start and transcribes the recording now, once."""
+    back at start, counts the attempt and transcribes the recording now, once."""
     wav = long_speech_wav(tmp_path / "speech", 60).read_bytes()
-    d = daemon_factory(extra=f'[transcription]\nmodel = "{model_dir}"\nworkers = 1\n')
+    d = daemon_factory(
+        extra=f'[transcription]\nmodel = "{model_dir}"\nworkers = 1\nretry_delay = 0.5\n'
+    )
     ingest_pid = d.wait_event("ingest.started", 60)["pid"]
     # CRLF, as the PBX's MTA relays it: smtplib sends bytes as they are, and a megabyte
     # with bare LFs is one line longer than [smtp] max_line_length.
     raw = asterisk_mail(wav, length="1:00").replace(b"\n", b"\r\n")
     send(d.port, raw, sender="asterisk@pbx.example.com")
     d.wait_event("transcription.started", 60)
-    os.kill(ingest_pid, signal.SIGKILL)  # first: told by its parent, it would hand it back
+    # As systemd kills the cgroup: every process at once. The ingest process before its
+    # parent (told by its parent, it would hand the recording back), its recogniser and
+    # parser processes with it.
+    for pid in (*_children(ingest_pid), ingest_pid):
+        os.kill(pid, signal.SIGKILL)
     d.kill()
     d.start()
     back = d.wait_event("transcription.taken_back", 60)
     assert back["voicemails"] == 1
+    retry = d.wait_event("transcription.retry", 30)
+    assert retry["attempts"] == 1 and "service stopped" in retry["reason"]
     done = d.wait_event("transcription.done", 180)
     assert done["words"] > 0
     assert d.count("transcription.started") == 1  # this life: the one recording, once

@@ -11,8 +11,9 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -29,7 +30,7 @@ from support.daemon import run_cli, wait_until
 from support.ingest import ingest_raw
 from support.mail import message
 from support.voicemail import asterisk_mail, asterisk_pair
-from transcription import Recognizer, TranscriberPool
+from transcription import Recognizer, TranscriberPool, Transcript
 
 # (format in support.audio, file name Asterisk gives it, sox options to read it back)
 EMAILED = [
@@ -507,32 +508,137 @@ def test_a_model_per_mailbox(
         assert failed.state == "failed" and "absent" in failed.last_error
 
 
+def _events(parts: Parts, ref: str, kind: str) -> list[dict[str, Any]]:
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, ref)
+        assert t is not None
+        return [e.data for e in t.events if e.kind == kind]
+
+
 def test_a_restarted_instance_takes_back_the_recording_it_was_transcribing(
     vm_parts: tuple[Config, Parts], audio: VoicemailAudio
 ) -> None:
     """The instance died mid-transcription (its claim is in the database, leased for 30
-    minutes). Restarted under the same name it transcribes the recording at once; another
-    instance still leaves the claim alone until the lease ends."""
+    minutes). Another instance leaves the claim alone until the lease ends; restarted
+    under the same name, the instance counts the attempt and transcribes it at once."""
     cfg, parts = vm_parts
     out = ingest_raw(parts, asterisk_mail(audio.read("wav")))
-    died_at = datetime.now(UTC)
+    ref = out.ticket_ref or ""
     with parts.db.transaction() as s:
-        assert vm_repo.claim(s, "host:abc123", died_at, LEASE) is not None
-    other = TranscriptionRunner(cfg.transcription, parts.db, parts.blobs, holder="host:other")
-    other.pool = make_pool(cfg.transcription)
+        assert vm_repo.claim(s, "host:abc123", datetime.now(UTC), LEASE) is not None
+    other = TranscriptionRunner(
+        cfg.transcription, parts.db, parts.blobs, holder="host:other", take_back=True
+    )
+    assert other.start()
     try:
         assert not other.run_once()  # the dead instance's lease holds for anyone else
     finally:
-        other.pool.close()
+        other.stop()
+    assert voicemail_row(parts, ref).claimed_by == "host:abc123"
     again = TranscriptionRunner(
         cfg.transcription, parts.db, parts.blobs, holder="host:abc123", take_back=True
     )
     assert again.start()
     try:
         wait_until(
-            lambda: voicemail_row(parts, out.ticket_ref or "").state == "done",
+            lambda: voicemail_row(parts, ref).state == "done",
             60,
             what="the recording transcribed after the restart",
         )
     finally:
         again.stop()
+    assert voicemail_row(parts, ref).attempts == 1
+    assert len(_events(parts, ref, "transcribed")) == 1
+
+
+def test_a_recording_that_keeps_killing_the_service_is_failed_not_retried_forever(
+    vm_parts: tuple[Config, Parts], audio: VoicemailAudio
+) -> None:
+    """Every take-back is an attempt: at max_attempts (2 here) the recording is failed
+    with the reason on its ticket, instead of bringing the service down at each restart."""
+    cfg, parts = vm_parts
+    out = ingest_raw(parts, asterisk_mail(audio.read("wav")))
+    ref = out.ticket_ref or ""
+    # Retried in an hour: the restarted runner's own threads find nothing to claim.
+    slow = replace(cfg.transcription, retry_delay=3600.0)
+    for restart in range(2):
+        later = datetime.now(UTC) + timedelta(hours=2 * restart)
+        with parts.db.transaction() as s:
+            assert vm_repo.claim(s, "host:abc123", later, LEASE) is not None
+        runner = TranscriptionRunner(
+            slow,
+            parts.db,
+            parts.blobs,
+            holder="host:abc123",
+            take_back=True,
+            pool_factory=lambda _cfg: _NeverCalled(),
+        )
+        runner.start()
+        runner.stop()
+    vm = voicemail_row(parts, ref)
+    assert (vm.state, vm.attempts) == ("failed", 2)
+    (failed,) = _events(parts, ref, "transcription_failed")
+    assert "service stopped while transcribing" in failed["reason"]
+
+
+class _NeverCalled:
+    def transcribe(self, audio: bytes, model_dir: Path, format_hint: str = "") -> Transcript:
+        raise AssertionError("nothing may be claimed in this test")
+
+    def close(self) -> None:
+        pass
+
+
+class _Held:
+    """The real pool, holding each job until ``release`` (a recogniser still working)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.pool = make_pool(cfg.transcription)
+        self.working, self.release = threading.Event(), threading.Event()
+
+    def transcribe(self, audio: bytes, model_dir: Path, format_hint: str = "") -> Transcript:
+        self.working.set()
+        assert self.release.wait(60)
+        return self.pool.transcribe(audio, model_dir, format_hint)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def test_an_orphaned_run_finishing_after_the_take_back_records_nothing(
+    vm_parts: tuple[Config, Parts], audio: VoicemailAudio
+) -> None:
+    """The parent was killed; its ingest process is still finishing a recording when the
+    restarted instance (the same name) takes the claim back and transcribes it. The
+    orphan's result comes second and is dropped: one transcript, one event."""
+    cfg, parts = vm_parts
+    out = ingest_raw(parts, asterisk_mail(audio.read("wav")))
+    ref = out.ticket_ref or ""
+    held = _Held(cfg)
+    orphan = TranscriptionRunner(cfg.transcription, parts.db, parts.blobs, holder="host:abc123")
+    orphan.pool = held
+    finishing = threading.Thread(target=orphan.run_once)
+    finishing.start()
+    try:
+        assert held.working.wait(30)
+        restarted = TranscriptionRunner(
+            cfg.transcription, parts.db, parts.blobs, holder="host:abc123", take_back=True
+        )
+        assert restarted.start()
+        try:
+            wait_until(lambda: voicemail_row(parts, ref).state == "done", 60, what="transcript")
+        finally:
+            restarted.stop()
+        done = voicemail_row(parts, ref)
+    finally:
+        held.release.set()
+        finishing.join(60)
+        held.close()
+    assert not finishing.is_alive()
+    after = voicemail_row(parts, ref)
+    assert (after.state, after.transcribed_at, after.attempts) == (
+        "done",
+        done.transcribed_at,
+        1,
+    )
+    assert len(_events(parts, ref, "transcribed")) == 1
