@@ -8,7 +8,7 @@ from sqlalchemy import select, text
 
 from storage import incidents
 from storage.engine import Database
-from storage.models import Incident, Ticket
+from storage.models import Incident, Ticket, TicketEvent
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 
@@ -110,5 +110,27 @@ def test_attach_unlinked_skipping_locked_passes_over_a_ticket_being_linked(pg_ur
             linked = incidents.attach_unlinked(s, mine.id, [held, free], skip_locked=True)
             assert linked == [free]
             assert (held.incident_id, free.incident_id) == (None, mine.id)
+    finally:
+        db.dispose()
+
+
+def test_attach_unlinked_skipping_locked_links_a_ticket_another_transaction_refers_to(
+    pg_url: str,
+) -> None:
+    """A transaction that only inserts a row referring to a ticket (an event: a key-share
+    lock) does not make the ticket skipped: the sweep's lock is FOR NO KEY UPDATE."""
+    db = Database(pg_url)
+    db.upgrade()
+    try:
+        with db.transaction() as s:
+            mine = _incident(0, 0)
+            s.add_all([mine, _ticket("ana@a.es")])
+        with db.transaction() as other, db.transaction() as s:
+            (referred,) = s.query(Ticket).all()
+            other.add(TicketEvent(ticket_id=referred.id, at=NOW, kind="note", data={}))
+            other.flush()  # the INSERT's foreign-key check holds FOR KEY SHARE on the ticket
+            s.execute(text("SET LOCAL lock_timeout = '2s'"))
+            linked = incidents.attach_unlinked(s, mine.id, [referred], skip_locked=True)
+            assert linked == [referred]
     finally:
         db.dispose()
