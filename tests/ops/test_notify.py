@@ -158,10 +158,11 @@ def test_reload_applies_a_valid_config_and_refuses_an_invalid_one(
     done = d.wait_event("daemon.reloaded", timeout=60)
     assert "log.level" in done["applied"] and "desk" in done["applied"]
     assert done["needs_restart"] == []
+    # The notifications are datagrams on another channel than the log lines read here
+    # (READY=1 is even sent after daemon.reloaded is logged): wait for the reader.
+    wait_until(lambda: systemd.has("RELOADING"), timeout=10, what="RELOADING=1")
     (reloading,) = systemd.has("RELOADING")
     assert int(reloading.fields["MONOTONIC_USEC"]) > 0
-    # READY=1 again after the reload. It is a datagram on another channel than the log
-    # line just read, so it may reach the fake systemd's reader a moment later.
     wait_until(lambda: len(systemd.has("READY")) == 2, timeout=10, what="READY=1 after reload")
     # The new ingest process works: mail still becomes tickets.
     send(d.port, message("Después de recargar"))
