@@ -36,6 +36,7 @@ class Reply:
     NO_STORAGE = "452 4.3.1 Insufficient system storage; try again later"
     TEMP_FAILURE = "451 4.3.0 Temporary local problem; try again later"
     SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
+    TIMEOUT = "421 4.4.2 {} Error: timeout exceeded"
     QUEUED = "250 2.0.0 OK queued as {}"
 
 
@@ -217,6 +218,15 @@ class IntakeSMTP(SMTP):
             timeout=cfg.timeout,
             **kwargs,
         )
+
+    def _timeout_cb(self) -> None:
+        """``[smtp] timeout`` passed without a complete command: say so before aiosmtpd
+        closes the connection (RFC 5321 4.5.3.2; Postfix's wording), so the client logs
+        a reason and not a dropped connection."""
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(Reply.TIMEOUT.format(self.hostname).encode() + b"\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def connection_lost(self, error: Exception | None) -> None:
         self._on_close(self)

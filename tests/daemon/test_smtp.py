@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,52 @@ def test_smtp05_smuggling_sequences_make_one_message(intake: Intake, sep: bytes)
     # The would-be second transaction is data inside the first message.
     assert stored[0].startswith(b"Subject: outer") and b"MAIL FROM:<evil@x.example>" in stored[0]
     assert stored[0].endswith(b"evil\r\n")
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """True while the server has neither written to nor closed ``sock``."""
+    sock.setblocking(False)
+    try:
+        return not sock.recv(1)
+    except BlockingIOError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+def test_smtp09_slow_connections_time_out_while_normal_clients_are_served(
+    tmp_path: Path,
+) -> None:
+    """SMTP-09: 200 connections that stall (silent after the banner, or dripping a command
+    that never ends) each get ``421 4.4.2`` and are closed after ``[smtp] timeout``; while
+    all 200 hang, a normal client is served."""
+    with Intake(tmp_path, timeout=5.0) as server:
+        slow: list[socket.socket] = []
+        try:
+            for _ in range(200):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+                slow.append(sock)
+            opened = time.monotonic()
+            for sock in slow:
+                assert sock.makefile("rb").readline().startswith(b"220 ")
+            dripping = slow[::2]
+            for sock in dripping:
+                sock.sendall(b"EHL")  # a command begun, never ended: no CRLF
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as smtp:
+                smtp.sendmail("ana@cliente.es", ["support@example.com"], message("Mientras"))
+            for sock in dripping:
+                sock.sendall(b"O")
+            # Served while every slow connection was still held open, not after they went.
+            assert all(_still_open(sock) for sock in slow)
+            for sock in slow:
+                with sock.makefile("rb") as f:
+                    assert f.readline().startswith(b"421 4.4.2 test.local Error: timeout")
+                    assert f.read() == b""  # then closed
+            assert time.monotonic() - opened >= 4.5  # the timeout, not an early close
+        finally:
+            for sock in slow:
+                sock.close()
+        assert len(server.stored()) == 1
 
 
 def test_smtp11_handler_exception_answers_451_without_internals(intake: Intake) -> None:
