@@ -108,6 +108,7 @@ def test_ready_only_once_the_listener_answers_then_status_and_stopping(
         what="a STATUS line counting the message",
     )
     assert d.stop() == 0
+    wait_until(lambda: systemd.has("STOPPING"), timeout=10, what="STOPPING=1")  # its reader
     (stopping,) = systemd.has("STOPPING")
     assert stopping.at > ready.at
 
