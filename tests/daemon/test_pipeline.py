@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -19,6 +18,8 @@ from support.daemon import wait_until
 from support.ingest import ingest_raw
 from support.mail import message
 from support.parsefns import crash_on_marker, hang_on_marker
+from triage.durations import Duration
+from triage.policy import DEFAULT_CALENDARS
 
 
 def count(parts: Parts, model: type) -> int:
@@ -39,8 +40,10 @@ def test_new_message_opens_stamped_ticket(parts: Parts) -> None:
             "ana@cliente.es",
             "email",
         )
-        assert t.assign_by == t.created_at + timedelta(hours=1)
-        assert t.respond_by == t.assign_by + timedelta(hours=1)
+        # Seed 000's support clocks in the office's business hours, whenever the test runs.
+        office, hour = DEFAULT_CALENDARS["office"], Duration(1, "bh")
+        assert t.assign_by == hour.add(t.created_at, office)
+        assert t.respond_by == hour.add(t.assign_by, office)
         kinds = [e.kind for e in t.events]
         assert kinds == ["created", "classified", "stamped", "ack_queued"]
         assert t.events[2].data["result"]["respond_by"] == t.respond_by.isoformat()

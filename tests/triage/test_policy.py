@@ -67,7 +67,7 @@ def test_defaults_reproduce_seed_000_tiers_in_selection_order() -> None:
     assert setup.customer_followup_every == Duration(4, "bd")
     assert setup.auto_close_after == Duration(24, "bd")
     assert support.is_fallback
-    assert (support.assign_within, support.respond_within) == (Duration(1, "h"), Duration(1, "h"))
+    assert (support.assign_within, support.respond_within) == (Duration(1, "bh"), Duration(1, "bh"))
     assert support.followup_response_within == Duration(24, "h")
     assert support.customer_followup_every == Duration(4, "bd")
     assert support.auto_close_after == Duration(72, "h")
