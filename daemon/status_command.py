@@ -22,13 +22,17 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from daemon import sla
 from daemon.admin_common import clean, describe_error, read_schema
 from daemon.config import Config
+from daemon.config_desk import SlaConfig
 from daemon.spool import Spool
 from storage import imapstate, outbox
 from storage import repository as repo
 from storage import voicemails as vm_repo
 from storage.models import Message, OutboxMail, Ticket, Voicemail
+from triage import clock_state
+from triage import clocks as ck
 
 PROBE_TIMEOUT = 2.0  # status: a listener that has not greeted in 2 s is not answering
 MAX_ERRORS = 5
@@ -114,13 +118,16 @@ def _listeners(cfg: Config) -> dict[str, Any]:
 # -- status -------------------------------------------------------------------------------
 
 
-def _sla(session: Session, now: datetime, at_risk: float) -> dict[str, list[dict[str, Any]]]:
+def _sla(session: Session, now: datetime, cfg: SlaConfig) -> dict[str, list[dict[str, Any]]]:
     """Open tickets past a deadline (breached) or near one (at risk).
 
-    At risk is what the scheduler recorded (its ``sla.at_risk`` alarm for this very
-    deadline, computed on business time), or, between its passes, ``at_risk`` of the
-    window gone by in wall-clock time from creation (assign) or assignment (respond).
-    Wall-clock time overstates business time, so the approximation only warns early.
+    At risk is what the scheduler decides: its ``sla.at_risk`` alarm for this very
+    deadline, recorded, or due by now on the ticket's calendar (from its clock snapshot:
+    ``[sla] at_risk`` of the window, in business time for a business-hours clock), so a
+    weekend ticket is not at risk before the desk has had its hours. A ticket without a
+    snapshot (or whose policy is no longer configured, or whose deadline columns the
+    snapshot does not match) falls back to ``at_risk`` of the window in wall-clock time,
+    which only warns early.
     """
     rows = session.execute(
         select(
@@ -130,6 +137,8 @@ def _sla(session: Session, now: datetime, at_risk: float) -> dict[str, list[dict
             Ticket.assign_by,
             Ticket.respond_by,
             Ticket.alarms_sent,
+            Ticket.sla_policy,
+            Ticket.clocks,
         ).where(
             Ticket.status == "open",
             or_(Ticket.assign_by.is_not(None), Ticket.respond_by.is_not(None)),
@@ -137,7 +146,8 @@ def _sla(session: Session, now: datetime, at_risk: float) -> dict[str, list[dict
     )
     breached: list[dict[str, Any]] = []
     risky: list[dict[str, Any]] = []
-    for ref, created, assigned, assign_by, respond_by, alarms in rows:
+    for ref, created, assigned, assign_by, respond_by, alarms, policy, snapshot in rows:
+        moments = _risk_moments(cfg, policy, snapshot)
         for clock, due, start in (
             ("assign", assign_by, created),
             ("respond", respond_by, assigned or created),
@@ -145,15 +155,29 @@ def _sla(session: Session, now: datetime, at_risk: float) -> dict[str, list[dict
             if due is None:
                 continue
             item = {"ticket": ref, "clock": clock, "due": _iso(due)}
-            recorded = f"{clock}:at_risk:{due.astimezone(UTC).isoformat()}" in (alarms or [])
+            key = f"{clock}:at_risk:{due.astimezone(UTC).isoformat()}"
+            # A key the snapshot does not know: the columns were written apart from it.
+            risk_at = (moments or {}).get(key, start + (due - start) * cfg.at_risk)
             if due <= now:
                 breached.append(item)
-            elif recorded or now >= start + (due - start) * at_risk:
+            elif key in (alarms or []) or (risk_at is not None and now >= risk_at):
                 risky.append(item)
     return {
         "breached": sorted(breached, key=lambda i: i["due"]),
         "at_risk": sorted(risky, key=lambda i: i["due"]),
     }
+
+
+def _risk_moments(cfg: SlaConfig, policy: str, snapshot: Any) -> dict[str, datetime] | None:
+    """The scheduler's at-risk moments of a ticket by alarm key; None when unknown."""
+    if not snapshot:
+        return None
+    try:
+        clocks = clock_state.decode(snapshot)
+        _, calendar = sla.policy_and_calendar(cfg, policy)
+    except (clock_state.SnapshotError, sla.SlaError):
+        return None
+    return {a.key: a.at for a in ck.alarms(clocks, calendar, cfg.at_risk) if a.kind == "at_risk"}
 
 
 def _last_errors(session: Session, spool: Spool | None) -> list[dict[str, Any]]:
@@ -231,7 +255,7 @@ def _desk(session: Session, cfg: Config, spool: Spool | None) -> dict[str, Any]:
         "tickets": {
             "open": counts.get("tickets.open", 0),
             "waiting": int(waiting or 0),
-            **_sla(session, now, cfg.desk.sla.at_risk),
+            **_sla(session, now, cfg.desk.sla),
         },
         "imap": [
             _folder(folders.get(key), key, configured=key in configured)

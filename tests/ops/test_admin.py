@@ -26,10 +26,14 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
+from daemon import status_command
+from daemon.parts import Parts
+from storage import repository as repo
 from storage.engine import Database
 from storage.models import OutboxMail, Ticket
 from support.daemon import Daemon, free_port, run_cli, wait_until, write_config
 from support.dovecot import dovecot_binary, running_dovecot
+from support.ingest import ingest_raw
 from support.mail import message
 
 PASSWORD_ENV = "BUZON_TEST_ADMIN_IMAP_PASSWORD"  # noqa: S105 — a variable name
@@ -514,3 +518,21 @@ def test_status_reports_sla_and_last_errors(tmp_path: Path) -> None:
     text = buzon(cfg, "status", check=True).stdout
     assert "1 breached (B-1 assign due" in text and "1 at risk (B-2 assign due" in text
     assert "\x1b" not in text
+
+
+def test_status_at_risk_is_the_schedulers_own_moment_on_business_time(parts: Parts) -> None:
+    """A Saturday voicemail is due Monday 10:00 Madrid (1 business hour): on Monday at 08:00,
+    96 % of the window in wall-clock time but none of the desk's hours, it is not at risk;
+    at 09:50, 50 of its 60 business minutes gone, it is, exactly when the scheduler warns."""
+    saturday = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+    out = ingest_raw(parts, message("Mensaje de voz"), received_at=saturday)
+    cfg = parts.processor.desk.sla
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, out.ticket_ref or "")
+        assert t is not None and t.assign_by == datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+        def at_risk(now: datetime) -> list[str]:
+            return [i["clock"] for i in status_command._sla(s, now, cfg)["at_risk"]]
+
+        assert at_risk(datetime(2026, 12, 7, 7, 0, tzinfo=UTC)) == []  # Monday 08:00 Madrid
+        assert at_risk(datetime(2026, 12, 7, 8, 50, tzinfo=UTC)) == ["assign"]  # 09:50
