@@ -93,13 +93,14 @@ class Supervisor:
         self.cfg, self.parts, self.notifier = cfg, parts, notifier
         # This instance's name (``daemon.instance``): the holder of its IMAP folder leases.
         self.name = name or instance_id()
-        self._stable_name = name  # "" when not the instance's: nothing to take back
+        # "" when not the instance's name: a per-process holder has nothing to take back.
+        self._stable_name = name
         self.listener = listener  # passed by systemd (buzon.socket), else [smtp] listen
         self.log = get_logger(component="daemon")
         self.stop = asyncio.Event()
         self.reload_asked = asyncio.Event()
         roles = cfg.roles  # fixed for the life of the process: a change needs a restart
-        self.ingest = IngestProcess(cfg, name=name) if roles.ingest_process else None
+        self.ingest = IngestProcess(cfg, name=self._stable_name) if roles.ingest_process else None
         self.writer = GroupCommitWriter(parts.spool)
         self.metrics: Metrics | None = None
         if cfg.metrics.listen:  # prometheus_client is imported only when asked for
@@ -121,7 +122,9 @@ class Supervisor:
         self.imap = self._imap_intake(cfg)
         self.voicemail_dirs = self._voicemail_folders(cfg)
         self.sender = (
-            OutboxSender(parts.db, cfg.desk.outbound, holder=self.name, take_back=bool(name))
+            OutboxSender(
+                parts.db, cfg.desk.outbound, holder=self.name, take_back=bool(self._stable_name)
+            )
             if roles.outbox
             else None
         )

@@ -100,7 +100,7 @@ def _sweep(
     work: Work, inc: Incident, t: Ticket, close: list[tuple[float, repo.Candidate]]
 ) -> list[Ticket]:
     """Link to ``inc``, along with ``t``, the ``close`` tickets in no incident that are
-    like one of the incident's tickets in ``close`` within their window.
+    like one of the incident's tickets in ``close`` (all of ``t``'s window).
 
     A ticket committed in the moment between another instance's detection scan and its
     commit saw neither that incident nor enough similar tickets to open one, and the
@@ -109,18 +109,12 @@ def _sweep(
     matters); the stray must also be like a ticket the incident already holds, the
     narrower rule: a stray like only ``t`` stays out.
     """
-    m = work.matching
-    window = timedelta(minutes=m.incident_window_minutes)
-    members = [c for _, c in close if c.incident_id == inc.id]
+    least = work.matching.incident_similarity
+    members = [c.match_text for _, c in close if c.incident_id == inc.id]
     strays = [
         c.id
         for _, c in close
-        if c.incident_id is None
-        and any(
-            abs(c.created_at - o.created_at) <= window
-            and incident_score(c.match_text, o.match_text) >= m.incident_similarity
-            for o in members
-        )
+        if c.incident_id is None and any(incident_score(c.match_text, o) >= least for o in members)
     ]
     if not strays:
         return []

@@ -147,7 +147,7 @@ def _sla(session: Session, now: datetime, cfg: SlaConfig) -> dict[str, list[dict
     breached: list[dict[str, Any]] = []
     risky: list[dict[str, Any]] = []
     for ref, created, assigned, assign_by, respond_by, alarms, policy, snapshot in rows:
-        moments = _risk_moments(cfg, policy, snapshot)
+        moments: dict[str, datetime] | None = None  # read once, and only if needed
         for clock, due, start in (
             ("assign", assign_by, created),
             ("respond", respond_by, assigned or created),
@@ -156,27 +156,31 @@ def _sla(session: Session, now: datetime, cfg: SlaConfig) -> dict[str, list[dict
                 continue
             item = {"ticket": ref, "clock": clock, "due": _iso(due)}
             key = f"{clock}:at_risk:{due.astimezone(UTC).isoformat()}"
-            # A key the snapshot does not know: the columns were written apart from it.
-            risk_at = (moments or {}).get(key, start + (due - start) * cfg.at_risk)
             if due <= now:
                 breached.append(item)
-            elif key in (alarms or []) or (risk_at is not None and now >= risk_at):
-                risky.append(item)
+                continue
+            if key not in (alarms or []):
+                if moments is None:
+                    moments = _risk_moments(cfg, policy, snapshot)
+                # A key the snapshot does not know: the columns were written apart from it.
+                if now < moments.get(key, start + (due - start) * cfg.at_risk):
+                    continue
+            risky.append(item)
     return {
         "breached": sorted(breached, key=lambda i: i["due"]),
         "at_risk": sorted(risky, key=lambda i: i["due"]),
     }
 
 
-def _risk_moments(cfg: SlaConfig, policy: str, snapshot: Any) -> dict[str, datetime] | None:
-    """The scheduler's at-risk moments of a ticket by alarm key; None when unknown."""
+def _risk_moments(cfg: SlaConfig, policy: str, snapshot: Any) -> dict[str, datetime]:
+    """The scheduler's at-risk moments of a ticket by alarm key; empty when unknown."""
     if not snapshot:
-        return None
+        return {}
     try:
         clocks = clock_state.decode(snapshot)
         _, calendar = sla.policy_and_calendar(cfg, policy)
     except (clock_state.SnapshotError, sla.SlaError):
-        return None
+        return {}
     return {a.key: a.at for a in ck.alarms(clocks, calendar, cfg.at_risk) if a.kind == "at_risk"}
 
 
