@@ -985,13 +985,17 @@ def _explain(db: Database, stmt: str, params: Any) -> list[str]:
         raw.close()
 
 
-def _profile(desk: Desk, cfg: SlaConfig, outbound: Outbound, top: int) -> str:
+def _profile(
+    desk: Desk, cfg: SlaConfig, outbound: Outbound, top: int, dump: str | None = None
+) -> str:
     scheduler = Scheduler(desk.db, cfg, outbound, clock=_fixed(NOW))
     prof = cProfile.Profile()
     prof.enable()
     scheduler.run_once()
     prof.disable()
     restore(desk)
+    if dump:
+        prof.dump_stats(dump)  # for pstats' callers/callees, which the top lists do not show
     out = io.StringIO()
     st = pstats.Stats(prof, stream=out).strip_dirs()
     st.sort_stats("cumulative").print_stats(top)
@@ -1018,6 +1022,7 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true", help="cProfile one pass at the largest size")
     p.add_argument("--batch", type=int, default=0, help="[sla] batch (default: the daemon's)")
     p.add_argument("--profile-top", type=int, default=15, help="functions the profile prints")
+    p.add_argument("--profile-dump", metavar="FILE", help="also write the profile's pstats here")
     return p
 
 
@@ -1250,7 +1255,7 @@ def main(argv: list[str] | None = None) -> int:
         report["ratios"] = {k: round(v, 3) for k, v in report["ratios"].items()}
         if args.profile:
             print(f"\ncProfile of one pass at {desks[-2].label} (top {args.profile_top}):")
-            print(_profile(desks[-2], cfg, outbound, args.profile_top))
+            print(_profile(desks[-2], cfg, outbound, args.profile_top, args.profile_dump))
     for d in desks:
         d.db.dispose()
     print(json.dumps(report, ensure_ascii=False, default=str))

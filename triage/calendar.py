@@ -52,6 +52,8 @@ from __future__ import annotations
 
 import difflib
 import heapq
+import itertools
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -90,6 +92,10 @@ _KEYS = ("timezone", "hours", "holidays", "extra_holidays", "extra_workdays")
 _REACH = timedelta(hours=16)
 _GIVE_UP_DAYS = 3 * 366
 _CACHE_DAYS = 4096
+# The timeline of open time is cached in spans of this length counted from _EPOCH.
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_SPAN = timedelta(days=32)
+_CACHE_SPANS = 256
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -161,6 +167,9 @@ class Calendar:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _days: dict[date, tuple[Piece, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _spans: dict[int, tuple[tuple[Piece, ...], list[datetime]]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -268,38 +277,76 @@ class Calendar:
         self._days[day] = result
         return result
 
-    def _pieces(self, start: datetime, stop: datetime | None = None) -> Iterator[Piece]:
-        """Open pieces clipped to [start, stop), in instant order.
+    def _walk(self, start: datetime, stop: datetime) -> Iterator[Piece]:
+        """Open pieces clipped to [start, stop), in instant order, built from the dates.
 
         Dates are produced one by one, but a fold across midnight can put part of a date
         before the end of the previous one, so pieces wait in a heap until no later date
         can start before them.
         """
-        local = start.astimezone(self.timezone).date()
-        day, last_open = local - timedelta(days=1), local
+        day = start.astimezone(self.timezone).date() - timedelta(days=1)
         heap: list[Piece] = []
         while True:
-            pieces = self._day(day)
-            if pieces:
-                last_open = day
-            for piece in pieces:
+            for piece in self._day(day):
                 heapq.heappush(heap, piece)
             later_dates_from = _as_utc(datetime.combine(day + timedelta(days=1), time())) - _REACH
-            bound = later_dates_from if stop is None else min(later_dates_from, stop)
+            bound = min(later_dates_from, stop)
             while heap and heap[0][0] < bound:
                 lo, hi, offset = heapq.heappop(heap)
-                lo, hi = max(lo, start), hi if stop is None else min(hi, stop)
+                lo, hi = max(lo, start), min(hi, stop)
                 if lo < hi:
                     yield lo, hi, offset
-            if stop is not None and later_dates_from >= stop:
+            if later_dates_from >= stop:
                 return
-            if stop is None and (day - last_open).days > _GIVE_UP_DAYS:
+            day += timedelta(days=1)
+
+    def _span(self, k: int) -> tuple[tuple[Piece, ...], list[datetime]]:
+        """The open pieces of the k-th ``_SPAN`` of time since ``_EPOCH``, and their ends.
+
+        The scheduler computes thousands of deadlines a pass, nearly all within the same few
+        weeks: walking the dates afresh for each cost more than the rest of deciding.
+        """
+        cached = self._spans.get(k)
+        if cached is None:
+            lo = _EPOCH + k * _SPAN
+            pieces = tuple(self._walk(lo, lo + _SPAN))
+            cached = (pieces, [hi for _, hi, _ in pieces])
+            if len(self._spans) >= _CACHE_SPANS:
+                self._spans.clear()
+            self._spans[k] = cached
+        return cached
+
+    def _pieces(self, start: datetime, stop: datetime | None = None) -> Iterator[Piece]:
+        """Open pieces clipped to [start, stop), in instant order.
+
+        A piece that crosses a span's edge comes as two; every caller only adds them up.
+        """
+        k = (start - _EPOCH) // _SPAN
+        pieces, ends = self._span(k)
+        first = bisect_right(ends, start)  # the first piece still open after ``start``
+        last_open = start
+        while True:
+            for lo, hi, offset in itertools.islice(pieces, first, None):
+                if stop is not None and lo >= stop:
+                    return
+                clipped = (max(lo, start), hi if stop is None else min(hi, stop))
+                if clipped[0] < clipped[1]:
+                    yield clipped[0], clipped[1], offset
+            k += 1
+            span_end = _EPOCH + k * _SPAN
+            if stop is not None and span_end >= stop:
+                return
+            if pieces:
+                last_open = pieces[-1][1]
+            elif stop is None and span_end - last_open > timedelta(days=_GIVE_UP_DAYS):
                 raise CalendarError(
                     f"calendars.{self.name}",
-                    f"no open time in the {_GIVE_UP_DAYS} days after {last_open}; "
+                    f"no open time in the {_GIVE_UP_DAYS} days after "
+                    f"{last_open.astimezone(self.timezone).date()}; "
                     "check its hours, holidays and extra_holidays",
                 )
-            day += timedelta(days=1)
+            pieces, ends = self._span(k)
+            first = 0
 
     # -- Arithmetic -----------------------------------------------------------------------
 

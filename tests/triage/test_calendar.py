@@ -591,6 +591,27 @@ def test_naive_datetimes_and_negative_amounts_are_refused() -> None:
         OFFICE.add_business(at(MADRID, 2026, 12, 24), -1)
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Madrid"])
+@pytest.mark.parametrize(
+    "start",
+    [datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC), datetime(2027, 10, 30, 23, 59, tzinfo=UTC)],
+)
+def test_long_walks_over_an_always_open_calendar_are_elapsed_time(
+    zone: str, start: datetime
+) -> None:
+    """Open time is cached in spans of weeks; a piece crossing a span's edge comes in two.
+    Over an always-open calendar open time is elapsed time, so 400 days of it (many edges,
+    two DST changes in Madrid) must add up exactly, whichever way it is walked."""
+    always = calendar("mon-sun 00:00-24:00", zone=zone)
+    stop = start + timedelta(days=400)
+    assert always.add_business(start, 400 * 24 * 60) == stop
+    assert always.business_minutes_between(start, stop) == 400 * 24 * 60
+    for days in (31, 32, 33, 64, 65):
+        later = start + timedelta(days=days, minutes=7)
+        assert always.business_minutes_between(start, later) == days * 24 * 60 + 7
+        assert always.add_business(start, days * 24 * 60 + 7) == later
+
+
 def test_a_calendar_without_open_time_gives_up() -> None:
     """Three years without open time raise instead of searching forever."""
     saturdays = [date(2026, 1, 3) + timedelta(weeks=k) for k in range(5 * 53)]
