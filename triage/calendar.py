@@ -304,7 +304,7 @@ class Calendar:
         """The open pieces of the k-th ``_SPAN`` of time since ``_EPOCH``, and their ends.
 
         The scheduler computes thousands of deadlines a pass, nearly all within the same few
-        weeks: walking the dates afresh for each cost more than the rest of deciding.
+        weeks: walking the dates afresh for each was a fifth of its deciding.
         """
         cached = self._spans.get(k)
         if cached is None:
