@@ -118,6 +118,8 @@ def test_sqlite_runs_wal_with_full_sync(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        # 16 MiB of pages: a scheduler batch's tickets stay cached between read and update.
+        assert conn.execute(text("PRAGMA cache_size")).scalar() == -16384
     database.dispose()
 
 
