@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import operator
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -113,6 +114,29 @@ def _update(names: tuple[str, ...]) -> Update:
     )
 
 
+def _positions(*names: str) -> Callable[[Any], tuple[Any, ...]]:
+    """These columns of a claimed row, by position: a Row's lookup by name cost ~5 µs a
+    ticket a pass."""
+    keys = [c.key for c in _READ]
+    return operator.itemgetter(*(keys.index(name) for name in names))
+
+
+_WRITTEN = _positions(*_WRITE)
+_DUE = _positions(
+    "id",
+    "ref",
+    "subject",
+    "requester",
+    "language",
+    "team",
+    "assigned_to",
+    "status",
+    "sla_policy",
+    "alarms_sent",
+    "clocks",
+    "waiting_since",
+    "closed_at",
+)
 _INSERT_EVENT = insert(_EVENTS)
 _INSERT_MAIL = insert(_OUTBOX)
 _RESCHEDULE = (
@@ -247,7 +271,7 @@ class Scheduler:
             except Exception as exc:  # one bad ticket must not stop every other deadline
                 batch.failed[due.id] = now + RETRY_BROKEN
                 batch.logs.append(_failed(due, f"{type(exc).__name__}: {exc}", _FIX_REPORT))
-        stored = {row.id: {k: getattr(row, k) for k in _WRITE} for row in rows}
+        stored = {row.id: dict(zip(_WRITE, _WRITTEN(row), strict=True)) for row in rows}
         self._write(session, batch, now, stored)
         report.tickets += len(rows)
         report.errors += len(batch.failed)
@@ -460,20 +484,22 @@ def _snapshot(data: Any) -> bool:
 
 
 def _due(row: Any) -> Due:
+    (tid, ref, subject, requester, language, team, assigned_to, status, policy, sent, clocks,
+     waiting_since, closed_at) = _DUE(row)  # fmt: skip
     return Due(
-        id=row.id,
-        ref=row.ref or "",
-        subject=row.subject or "",
-        requester=row.requester or "",
-        language=row.language or "es",
-        team=row.team or "",
-        assigned_to=row.assigned_to or "",
-        status=row.status,
-        sla_policy=row.sla_policy or "",
-        alarms_sent=tuple(row.alarms_sent or ()),
-        clocks=row.clocks if _snapshot(row.clocks) else None,
-        waiting_since=row.waiting_since,
-        closed_at=row.closed_at,
+        id=tid,
+        ref=ref or "",
+        subject=subject or "",
+        requester=requester or "",
+        language=language or "es",
+        team=team or "",
+        assigned_to=assigned_to or "",
+        status=status,
+        sla_policy=policy or "",
+        alarms_sent=tuple(sent or ()),
+        clocks=clocks if _snapshot(clocks) else None,
+        waiting_since=waiting_since,
+        closed_at=closed_at,
     )
 
 
