@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import operator
 import time
@@ -42,7 +43,7 @@ from daemon.outbound import Outbound
 from daemon.scheduler_plan import Due, Mail, Plan, decide
 from storage import bulk, outbox
 from storage.engine import Database
-from storage.models import OutboxMail, Ticket, TicketEvent
+from storage.models import Ticket, TicketEvent
 from triage import clock_state
 from triage import clocks as ck
 
@@ -65,7 +66,6 @@ RETRY_BROKEN = timedelta(minutes=15)  # a ticket whose handling failed unexpecte
 
 _TICKETS = cast(Table, Ticket.__table__)
 _EVENTS = cast(Table, TicketEvent.__table__)
-_OUTBOX = cast(Table, OutboxMail.__table__)
 _T = _TICKETS.c
 _READ = (
     _T.id,
@@ -122,23 +122,8 @@ def _positions(*names: str) -> Callable[[Any], tuple[Any, ...]]:
 
 
 _WRITTEN = _positions(*_WRITE)
-_DUE = _positions(
-    "id",
-    "ref",
-    "subject",
-    "requester",
-    "language",
-    "team",
-    "assigned_to",
-    "status",
-    "sla_policy",
-    "alarms_sent",
-    "clocks",
-    "waiting_since",
-    "closed_at",
-)
+_DUE = _positions(*(f.name for f in dataclasses.fields(Due)))  # its fields are the columns' names
 _INSERT_EVENT = insert(_EVENTS)
-_INSERT_MAIL = insert(_OUTBOX)
 _RESCHEDULE = (
     update(_TICKETS)
     .where(_T.id == bindparam("b_id"))
@@ -385,7 +370,7 @@ class Scheduler:
                 self.log.warning("sla.notice_impossible", to=address, error=str(exc))
                 continue
             owners.append([(plan, mail.event, mail.key) for plan, mail in lines])
-        ids = _insert_mail(session, rows)
+        ids = outbox.enqueue_many(session, rows)
         for owed, mail_id in zip(owners, ids, strict=True):
             for plan, event, key in owed:
                 if key:
@@ -460,23 +445,6 @@ class Scheduler:
 
 _FIX_CONFIG = "configure the policy or calendar again; `buzon sla explain` checks it"
 _FIX_REPORT = f"retried in {RETRY_BROKEN}; please report this with the ticket's events"
-
-
-def _insert_mail(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert outbox rows; their ids, in order.
-
-    executemany and a look-up by Message-ID (unique), not RETURNING: SQLite would
-    insert the rows one statement each to return their ids in order.
-    """
-    if not rows:
-        return []
-    bulk.executemany(session, _INSERT_MAIL, rows)
-    wanted = [r["message_id"] for r in rows]
-    found: dict[str, int] = {}
-    for chunk in (wanted[i : i + 500] for i in range(0, len(wanted), 500)):
-        query = select(_OUTBOX.c.id, _OUTBOX.c.message_id).where(_OUTBOX.c.message_id.in_(chunk))
-        found.update((mid, pk) for pk, mid in session.execute(query))
-    return [found[mid] for mid in wanted]
 
 
 def _snapshot(data: Any) -> bool:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage import bulk
 from storage.models import OutboxMail, RateBucket
 
 PENDING, SENDING, SENT, FAILED, CANCELLED = "pending", "sending", "sent", "failed", "cancelled"
@@ -27,6 +29,27 @@ def enqueue(session: Session, mail: OutboxMail) -> OutboxMail:
     mail.attempts = mail.attempts or 0
     session.add(mail)
     return mail
+
+
+_TABLE = cast(Table, OutboxMail.__table__)
+_INSERT = insert(_TABLE)
+
+
+def enqueue_many(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert pending rows given as column values (``state`` included); their ids, in order.
+
+    executemany and a look-up by Message-ID (unique), not RETURNING: SQLite would
+    insert the rows one statement each to return their ids in order.
+    """
+    if not rows:
+        return []
+    bulk.executemany(session, _INSERT, rows)
+    wanted = [r["message_id"] for r in rows]
+    found: dict[str, int] = {}
+    for chunk in (wanted[i : i + 500] for i in range(0, len(wanted), 500)):
+        query = select(_TABLE.c.id, _TABLE.c.message_id).where(_TABLE.c.message_id.in_(chunk))
+        found.update((mid, pk) for pk, mid in session.execute(query))
+    return [found[mid] for mid in wanted]
 
 
 def claim_due(

@@ -329,9 +329,9 @@ class Calendar:
             for lo, hi, offset in itertools.islice(pieces, first, None):
                 if stop is not None and lo >= stop:
                     return
-                clipped = (max(lo, start), hi if stop is None else min(hi, stop))
-                if clipped[0] < clipped[1]:
-                    yield clipped[0], clipped[1], offset
+                begin, end = max(lo, start), hi if stop is None else min(hi, stop)
+                if begin < end:
+                    yield begin, end, offset
             k += 1
             span_end = _EPOCH + k * _SPAN
             if stop is not None and span_end >= stop:
