@@ -133,7 +133,7 @@ from triage.durations import Duration  # noqa: E402
 from triage.refs import ref_for  # noqa: E402
 from triage.similarity import fingerprint  # noqa: E402
 
-GENERATOR = 1  # bump when the generated data changes: cached databases are rebuilt
+GENERATOR = 2  # bump when the generated data changes: cached databases are rebuilt
 NOW = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)  # Thursday 15:00 in Madrid: the pass
 DOWN = timedelta(hours=6)  # the scheduler was stopped since 09:00 Madrid
 CUTOFF = NOW - DOWN
@@ -343,7 +343,6 @@ class Builder:
                 severity=s.severity,
                 language=s.language,
                 flags=[],
-                triage=s.triage,
                 match_text=fingerprint(s.subject, s.body),
             )
             session.add(t)
@@ -353,6 +352,7 @@ class Builder:
             repo.add_event(
                 session, t, "created", plan.created, data={**data, "customer": address, "flags": []}
             )
+            repo.add_event(session, t, "classified", plan.created, data=s.triage)
             sla.stamp(session, t, self.cfg, plan.created)
             tid = t.id
         for at, action in sorted(plan.actions):

@@ -38,7 +38,8 @@ schema (``storage.engine.Database`` + the Alembic migrations, like ``open_parts`
   Spanish/English/Bulgarian ``tune.jsonl`` messages with sentences dropped, swapped
   and random details (names, order numbers, hosts) added; ``match_text`` is
   ``fingerprint`` of that text; category, priority, severity, language from the
-  sample's labels; ``triage`` is the classifier's own ``as_dict`` of the sample.
+  sample's labels (the ``triage`` document lives in ``classified`` events since
+  migration 0008, which matching never reads).
 * an ongoing outage: the newest ``--burst`` tickets (last 20 minutes) are one e-mail
   failure reported by different customers, linked to an open incident.
 
@@ -108,7 +109,7 @@ from triage.classify import MessageFacts  # noqa: E402
 from triage.refs import ref_for  # noqa: E402
 from triage.similarity import fingerprint  # noqa: E402
 
-GENERATOR = 1  # bump when the generated data changes: cached databases are rebuilt
+GENERATOR = 2  # bump when the generated data changes: cached databases are rebuilt
 END = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)  # the newest ticket; probes arrive 1 min later
 ARRIVAL = END + timedelta(minutes=1)
 HALF_RATE_DAYS = 3000.0  # the desk took half its current rate this many days ago
@@ -153,7 +154,6 @@ class Sample:
     priority: str
     severity: int | None
     language: str
-    triage: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -206,14 +206,13 @@ def _pct(values: Sequence[int], q: float) -> float:
 # --------------------------------------------------------------------------- generation
 
 
-def load_samples(triager: Triager) -> list[Sample]:
+def load_samples() -> list[Sample]:
     out = []
     for line in TUNE.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         r = json.loads(line)
         labels = r["labels"]
-        facts = _facts(r["subject"], r["body"], r["channel"], r["to"])
         out.append(
             Sample(
                 r["subject"],
@@ -224,7 +223,6 @@ def load_samples(triager: Triager) -> list[Sample]:
                 labels["priority"],
                 labels.get("severity"),
                 r["language"],
-                triager.classify(facts).as_dict(),
             )
         )
     return out
@@ -261,13 +259,12 @@ def vary(rng: random.Random, subject: str, body: str) -> tuple[str, str]:
 class Timeline:
     """The desk's tickets, newest first: row ``i``'s data depends on ``i`` and the seed only."""
 
-    def __init__(self, params: Params, samples: Sequence[Sample], triager: Triager) -> None:
+    def __init__(self, params: Params, samples: Sequence[Sample]) -> None:
         self.p, self.samples = params, samples
         self.rate = params.per_day
         self.outage = [
-            Sample(s, b, "email", "soporte@example.com", "email", "high", 1, lang, triage)
+            Sample(s, b, "email", "soporte@example.com", "email", "high", 1, lang)
             for lang, s, b in OUTAGE
-            for triage in [triager.classify(_facts(s, b, "email", "soporte@example.com")).as_dict()]
         ]
 
     def age_days(self, i: int) -> float:
@@ -313,7 +310,6 @@ class Timeline:
             "severity": sample.severity,
             "language": sample.language,
             "flags": [],
-            "triage": sample.triage,
             "match_text": fingerprint(subject, body),
             "incident_id": 1 if burst else None,
             "_body": body,
@@ -433,7 +429,7 @@ def generate_sqlite(path: Path, tl: Timeline, n: int, schema: str) -> None:
 TICKET_COLUMNS = (
     "id", "ref", "status", "subject", "customer", "requester", "channel", "message_count",
     "created_at", "updated_at", "assign_by", "respond_by", "category", "priority", "severity",
-    "language", "flags", "triage", "match_text", "merged_into_id", "incident_id",
+    "language", "flags", "match_text", "merged_into_id", "incident_id",
 )  # fmt: skip
 
 
@@ -452,7 +448,6 @@ def generate_postgresql(admin: Engine, url: str, tl: Timeline, n: int, schema: s
             with cur.copy(f"COPY tickets ({cols}) FROM STDIN") as copy:
                 for r in tl.oldest_first(n):
                     r["flags"] = json.dumps(r["flags"])
-                    r["triage"] = json.dumps(r["triage"])
                     copy.write_row([r[c] for c in TICKET_COLUMNS])
             # Ids were given explicitly: move the sequences past them for the probes' inserts.
             conn.exec_driver_sql(
@@ -623,7 +618,6 @@ class Desk:
                 category=p.category,
                 match_text=p.fingerprint,
                 flags=[],
-                triage={},
             )
             s.add(ticket)
             s.flush()  # open_ticket flushed it in the thread step, before incident runs
@@ -984,8 +978,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg_text = BASE_TOML + (f'[triage]\nmodel = "{args.model}"\n' if args.model else "")
     triager = Triager.from_config(config_mod.parse(cfg_text, base=scratch, source="bench"))
     params = Params(args.per_day, args.customers, args.burst, args.seed)
-    samples = load_samples(triager)
-    tl = Timeline(params, samples, triager)
+    samples = load_samples()
+    tl = Timeline(params, samples)
     report: dict[str, Any] = {
         "bench": "triage",
         "database": args.database,

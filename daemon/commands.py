@@ -275,7 +275,7 @@ def tickets_show(cfg: Config, args: argparse.Namespace) -> int:
             raise UsageError(f"no ticket {args.ticket!r}; see 'buzon tickets list'")
         data = ticket_summary(t)
         data["messages"] = [_message_detail(m, session) for m in t.messages]
-        data["triage"] = t.triage
+        data["triage"] = repo.triage_of(session, t)
         data["events"] = [
             {"at": _iso(e.at), "kind": e.kind, "message": e.message_pk, "data": e.data}
             for e in t.events

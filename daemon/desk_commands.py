@@ -191,12 +191,14 @@ def tickets_split(cfg: Config, args: argparse.Namespace) -> int:
                 severity=source.severity,
                 language=source.language,
                 flags=[],
-                triage=source.triage,
                 match_text=source.match_text,
             )
             session.add(target)
             session.flush()
             target.ref = ref_for(target.id)
+            # The new ticket keeps the source's values above, so it keeps their reasons.
+            if triage := repo.triage_of(session, source):
+                repo.add_event(session, target, "classified", now, data=triage)
             sla.stamp(session, target, cfg.desk.sla, now, message=msg)
         msg.ticket = target
         source.message_count -= 1

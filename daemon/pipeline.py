@@ -268,7 +268,6 @@ def apply_classification(
     ticket.language = c.language.value
     # Flags set before classification (unverified_thread, dmarc_fail) stay.
     ticket.flags = list(dict.fromkeys([*c.flags.raised, *ticket.flags]))
-    ticket.triage = c.as_dict()
     repo.add_event(work_session, ticket, "classified", now, data=c.as_dict(), message=msg)
 
 

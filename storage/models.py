@@ -160,14 +160,15 @@ class Ticket(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     assign_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     respond_by: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # Triage of the message that opened the ticket (or its voicemail transcript):
-    # the values agents filter on, and every decision with its confidence and reason.
+    # Triage of the message that opened the ticket (or its voicemail transcript): the
+    # values agents filter on. Every decision with its confidence and reason is the data
+    # of the ``classified`` event (``repository.triage_of``), not a column: the 2 KB
+    # document made each row a page of its own, which every SLA update rewrote.
     category: Mapped[str] = mapped_column(String(64), default="", index=True)
     priority: Mapped[str] = mapped_column(String(16), default="", index=True)
     severity: Mapped[int | None] = mapped_column(Integer, nullable=True)
     language: Mapped[str] = mapped_column(String(16), default="")
     flags: Mapped[list[str]] = mapped_column(SafeJSON, default=list)
-    triage: Mapped[dict[str, Any]] = mapped_column(SafeJSON, default=dict)
     # What duplicate and incident matching compare: the opening message's subject
     # and own words, normalised and bounded, so matching never loads raw messages.
     match_text: Mapped[str] = mapped_column(SafeText, default="")

@@ -219,6 +219,17 @@ def add_event(
     return event
 
 
+def triage_of(session: Session, ticket: Ticket) -> dict[str, Any]:
+    """The ticket's latest classification, every decision with its reason; {} if none."""
+    data = session.scalar(
+        select(TicketEvent.data)
+        .where(TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "classified")
+        .order_by(TicketEvent.id.desc())
+        .limit(1)
+    )
+    return dict(data) if data else {}
+
+
 def contact_for(session: Session, address: str, name: str, customer: str, at: datetime) -> Contact:
     """The contact for ``address``, created on first sight."""
     contact = session.scalar(select(Contact).where(Contact.address == address))

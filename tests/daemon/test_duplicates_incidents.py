@@ -79,6 +79,10 @@ def test_split_undoes_a_collapse_and_merge_undoes_the_split(
     assert new_ref != first and f"from {first} to {new_ref}" in out
     shown = json.loads(run_cli(*cli, "show", new_ref, "--json").stdout)
     assert shown["message_count"] == 1 and shown["status"] == "open"
+    # The new ticket keeps the source's classification, and its reasons.
+    source = json.loads(run_cli(*cli, "show", first, "--json").stdout)
+    assert source["triage"]["decisions"]["category"]["value"] == source["category"]
+    assert shown["triage"] == source["triage"] and shown["category"] == source["category"]
     assert any(e["kind"] == "split" and e["data"]["by"] == "agente1" for e in shown["events"])
 
     run_cli(*cli, "merge", new_ref, first)

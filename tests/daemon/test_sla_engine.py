@@ -572,7 +572,6 @@ def _waiting_tickets(parts: Parts, cfg: Config, clock: Clock, n: int) -> dict[in
                 created_at=wall.astimezone(UTC),
                 updated_at=wall.astimezone(UTC),
                 flags=[],
-                triage={},
                 language="es",
             )
             s.add(t)

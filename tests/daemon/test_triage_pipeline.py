@@ -95,7 +95,7 @@ def test_routing_decides_the_department_and_says_so(
         with parts.db.transaction() as s:
             t = repo.ticket(s, out.ticket_ref or "")
             assert t is not None and t.category == "billing"
-            assert t.triage["decisions"]["category"]["rule"] == "routing"
+            assert repo.triage_of(s, t)["decisions"]["category"]["rule"] == "routing"
     assert triager.routing == {"help@desk.example.org": "billing"}
 
 
