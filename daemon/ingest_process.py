@@ -13,9 +13,11 @@ the other. The parent decides when it stops; signals sent to the whole group
 
 The parent talks to it through one pipe: a byte means "new spool entries", the
 end of the pipe means "stop". The kernel closes the pipe when the parent dies
-however it dies, so a kill -9 of the parent stops this process too; a shared
-lock (a multiprocessing Event) held by a parent killed mid-call would have left
-it waiting forever.
+however it dies, so a kill -9 of the parent stops this process too. Nothing they
+share has a lock: a lock held by a parent killed mid-call leaves the child waiting
+forever. "Ready" is a byte on a second pipe, the other way (a multiprocessing Event
+left a child killed during its start blocked in ``set``, an orphan holding the
+database and the log pipe), and the heartbeat is a bare shared double.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ import signal
 import sys
 import threading
 import time
+from ctypes import c_double
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
-from multiprocessing.sharedctypes import Synchronized
-from multiprocessing.synchronize import Event
 
 from daemon import logging as logmod
 from daemon.config import Config
@@ -43,15 +44,11 @@ STOP_TIMEOUT = 4.0
 
 
 def ingest_main(
-    cfg: Config, name: str, wake: Connection, ready: Event, heartbeat: Synchronized[float]
+    cfg: Config, name: str, wake: Connection, ready: Connection, heartbeat: c_double
 ) -> None:
     """Entry point of the ingest process: process the spool until the parent's pipe ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Acknowledging mail comes first: under a burst the spool absorbs the backlog and
-    # ingest catches up when the CPU is free. SLA clocks start at the spooled
-    # received_at, so a late ingest does not move any deadline.
-    os.nice(cfg.pipeline.nice)
     logmod.configure(cfg.log.level, cfg.log.format, components=dict(cfg.log.components))
     log = logmod.get_logger(component="ingest")
     try:
@@ -79,8 +76,19 @@ def _parent_says_stop(wake: Connection, timeout: float) -> bool | None:
     return not data
 
 
+def _say_ready(ready: Connection) -> bool:
+    """Tell the parent this process is up; False when the parent died during the start."""
+    try:
+        os.write(ready.fileno(), b"r")
+    except BrokenPipeError:
+        return False
+    finally:
+        ready.close()
+    return True
+
+
 def _serve(
-    cfg: Config, name: str, wake: Connection, ready: Event, heartbeat: Synchronized[float]
+    cfg: Config, name: str, wake: Connection, ready: Connection, heartbeat: c_double
 ) -> None:
     log = logmod.get_logger(component="ingest")
     roles = cfg.roles
@@ -119,9 +127,16 @@ def _serve(
             pipeline=runner is not None,
             transcription=voice is not None,
         )
-        ready.set()
+        # Acknowledging mail comes first: under a burst the spool absorbs the backlog and
+        # ingest catches up when the CPU is free (SLA clocks start at the spooled
+        # received_at). Only from here: started at nice 19 on a busy host, loading the
+        # triager took minutes, past systemd's TimeoutStartSec, while no SMTP listener
+        # was up yet to be put first.
+        os.nice(cfg.pipeline.nice)
+        parts.parsers.follow_priority()  # none running without the pipeline role
+        parent_waits = _say_ready(ready)
         stuck_said = ""
-        while runner is None or runner.alive():
+        while parent_waits and (runner is None or runner.alive()):
             # The parent pings systemd's watchdog only while this beats: a worker stuck
             # on one message (or this process hung) stops the beat, and systemd
             # restarts the service instead of letting mail pile up unseen.
@@ -159,13 +174,13 @@ class IngestProcess:
         os.set_blocking(self._writer.fileno(), False)
         self._reader = reader
         self._lock = threading.Lock()
-        self.ready = ctx.Event()
-        self.heartbeat: Synchronized[float] = ctx.Value("d", 0.0)
+        self._ready, self._says_ready = ctx.Pipe(duplex=False)
+        self.heartbeat: c_double = ctx.RawValue(c_double, 0.0)  # one writer, torn reads harmless
         # Not a daemonic process: it has parser processes of its own. It exits by
         # itself when the parent goes away (the end of the pipe, _parent_says_stop).
         self.proc: SpawnProcess = ctx.Process(
             target=ingest_main,
-            args=(cfg, name, reader, self.ready, self.heartbeat),
+            args=(cfg, name, reader, self._says_ready, self.heartbeat),
             name="buzon-ingest",
         )
 
@@ -173,13 +188,17 @@ class IngestProcess:
         """Start it and wait until it is processing; False if it died or hung first."""
         self.proc.start()
         self._reader.close()  # only the child reads; our copy would hide the end of the pipe
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ready.wait(0.1):
-                return True
-            if not self.proc.is_alive():
-                return False
-        return False
+        self._says_ready.close()  # only the child writes: its death ends the pipe
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self._ready.poll(0.1):
+                    return os.read(self._ready.fileno(), 1) == b"r"  # b"": died first
+                if not self.proc.is_alive():
+                    return False
+            return False
+        finally:
+            self._ready.close()
 
     def notify(self) -> None:
         # The lock keeps a late notify from writing to a reused descriptor after stop().

@@ -8,9 +8,11 @@ permanent), a crash replaces it (the message counts one attempt and is retried).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -85,6 +87,15 @@ class ParserPool:
             self._started = True
         for _ in range(self._workers):
             self._add()
+
+    def follow_priority(self) -> None:
+        """Give the running workers this process's priority (replacements inherit it)."""
+        nice = os.getpriority(os.PRIO_PROCESS, 0)
+        with self._lock:
+            pids = [w.proc.pid for w in self._all if w.proc.pid is not None]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # died: its replacement inherits
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
 
     def _add(self) -> None:
         worker = _Worker(self._ctx, self._parse)

@@ -13,6 +13,7 @@ import smtplib
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -291,6 +292,72 @@ def test_kill9_of_the_daemon_mid_wakeup_stops_its_ingest_process(
         stop.set()
         sender.join(30)
     assert d.stop() == 0
+
+
+def test_kill9_of_the_daemon_while_its_ingest_process_starts_leaves_no_orphan(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """The daemon killed with -9 while its ingest process is still starting (loading
+    parsers and the triager, the parent waiting for "ready"): the ingest process finds
+    the parent gone when it is up and exits, its parsers with it. With a shared Event
+    for "ready" it blocked forever in ``set``, holding the database and the log pipe."""
+    tag = f"BUZON_TEST_TREE={uuid.uuid4().hex}".encode()
+    d = daemon_factory("orphan-at-start", start=False)
+    d.start(wait_ready=False, env={"BUZON_TEST_TREE": tag.split(b"=")[1].decode()})
+    assert d.proc is not None
+    parent = d.proc.pid
+    wait_until(lambda: _spawned(parent), 30, what="the ingest process to be spawned")
+    assert all(e.get("event") != "ingest.started" for e in list(d.events))
+    d.kill()
+    wait_until(lambda: not _tree(tag), 60, what="every process of the killed daemon to exit")
+    d.start()  # and nothing it kept holds back the next start
+    assert d.stop() == 0
+
+
+def _spawned(pid: int) -> list[int]:
+    return [c for c in _children(pid) if b"spawn_main" in _proc(c, "cmdline")]
+
+
+def _tree(tag: bytes) -> list[int]:
+    """The live processes whose environment holds ``tag`` (children inherit it)."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [p for p in pids if tag in _proc(p, "environ").split(b"\0") and _alive(p)]
+
+
+def _proc(pid: int, name: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return b""
+
+
+def test_a_busy_host_does_not_hold_back_the_start(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """Every core busy at normal priority (another service): the daemon is still ready in
+    seconds, because its ingest process starts at the daemon's priority and steps down
+    to ``[pipeline] nice`` (19), its parsers with it, only once it is up. Started at
+    nice 19 it got ~1 % of a core and was not ready after a minute (systemd gives 3)."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        d = daemon_factory("busy")  # waits up to 60 s for daemon.ready
+        ingest = d.wait_event("ingest.started")["pid"]
+        parsers = _spawned(ingest)
+        assert os.getpriority(os.PRIO_PROCESS, ingest) == 19
+        assert parsers and all(os.getpriority(os.PRIO_PROCESS, p) == 19 for p in parsers)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert d.stop() == 0
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task").glob("*/children")
+    return [int(c) for task in tasks for c in task.read_text().split()]
 
 
 def _alive(pid: int) -> bool:

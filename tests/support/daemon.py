@@ -140,7 +140,14 @@ class Daemon:
                 )
             return None
 
-        return wait_until(find, timeout, what=f"log event {name}")
+        try:
+            return wait_until(find, timeout, what=f"log event {name}")
+        except AssertionError as exc:
+            if not str(exc).startswith("timed out"):
+                raise  # the daemon exited: find() named its last lines already
+            # A timeout in CI must say what the daemon was doing, or it cannot be diagnosed.
+            tail = b"".join(self.raw_lines[-30:]).decode("utf-8", "replace")
+            raise AssertionError(f"{exc}; the daemon's last log lines:\n{tail}") from None
 
     def count(self, name: str) -> int:
         return sum(1 for e in list(self.events) if e.get("event") == name)
@@ -166,6 +173,10 @@ class Daemon:
     def _close_pipe(self) -> None:
         if self._reader is not None:
             self._reader.join(5)
+            if self._reader.is_alive():
+                # A process the daemon left behind still holds the pipe's write end:
+                # closing the file under the blocked reader would hang this test too.
+                return
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
 
