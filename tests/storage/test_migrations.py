@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic import command
 from sqlalchemy import text
 
 from storage.engine import Database, alembic_config, current_revision, head_revision
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def blank(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """An empty database, not migrated yet."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'm.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    database = Database(url)
-    yield database
-    database.dispose()
 
 
 def _at(db: Database) -> Any:
