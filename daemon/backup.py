@@ -1,8 +1,10 @@
 """``buzon db upgrade`` (Alembic to head) and ``buzon backup PATH`` (a consistent online
 copy of the spool, the SQLite database and the attachments, with a manifest).
 
-Both may run beside a live daemon: ``db upgrade`` is idempotent, and ``backup`` writes
-nothing but its destination.
+``backup`` may run beside a live daemon: it writes nothing but its destination. ``db
+upgrade`` refuses to migrate while this machine's daemon runs: a migration may drop what
+the running version writes (0008 dropped ``tickets.triage``). With the schema current it
+only says so, daemon or not.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from daemon import instance
 from daemon.admin_common import db_kwargs, known_revisions, masked_url
 from daemon.config import Config
 from daemon.errors import UsageError
@@ -35,12 +38,21 @@ def db_upgrade(cfg: Config, args: argparse.Namespace) -> int:
     if (path := cfg.sqlite_path()) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     db = Database(cfg.storage.database, **db_kwargs(cfg))
+    spool = Path(cfg.storage.spool)
     try:
         before, head = current_revision(db.engine), head_revision()
         if before is not None and before not in known_revisions(db):
             print(
                 f"buzon: {masked_url(cfg)} is at schema {before}, newer than this Buzón "
                 f"(head {head}); run the version that wrote it",
+                file=sys.stderr,
+            )
+            return 1
+        if before is not None and before != head and (pid := instance.holder(spool)):
+            print(
+                f"buzon: the daemon (pid {pid}) is running on {spool}; stop it first "
+                f"(systemctl stop buzon), then upgrade {masked_url(cfg)} from schema {before} "
+                f"to {head} and start it: a migration may drop what the running version writes",
                 file=sys.stderr,
             )
             return 1
@@ -263,7 +275,10 @@ def register(sub: Any) -> None:
     """Add ``db upgrade`` and ``backup`` to the ``buzon`` parser."""
     db = sub.add_parser("db", help="the database schema")
     dsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
-    dsub.add_parser("upgrade", help="migrate to this version's schema (Alembic); idempotent")
+    dsub.add_parser(
+        "upgrade",
+        help="migrate to this version's schema (Alembic); idempotent; stop the daemon first",
+    )
     bk = sub.add_parser(
         "backup",
         help="a consistent copy of the SQLite database, spool and attachments, online",

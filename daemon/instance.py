@@ -54,6 +54,24 @@ def hold(spool: Path) -> Iterator[str]:
         os.close(fd)
 
 
+def holder(spool: Path) -> str | None:
+    """The pid of the live ``buzon run`` holding ``spool``; None when none does.
+
+    Only looks: creates nothing (a command run as root must not leave a lock file the
+    service's user cannot open) and takes the hold for an instant at most."""
+    try:
+        fd = os.open(spool / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    finally:
+        os.close(fd)  # drops the shared hold, if taken
+    return None
+
+
 def _stable_id(spool: Path) -> str:
     """The id stored in the spool, created (durably) on its first run."""
     path = spool / ID

@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from alembic import command
 from sqlalchemy import select
 
-from daemon import status_command
+from daemon import instance, status_command
 from daemon.parts import Parts
 from storage import repository as repo
-from storage.engine import Database
+from storage.engine import Database, alembic_config, current_revision, head_revision
 from storage.models import OutboxMail, Ticket
 from support.daemon import Daemon, free_port, run_cli, wait_until, write_config
 from support.dovecot import dovecot_binary, running_dovecot
@@ -253,6 +254,30 @@ def test_db_upgrade_twice(tmp_path: Path) -> None:
     assert f"schema {head} is current; nothing to do" in second
     with sqlite3.connect(tmp_path / "db" / "buzon.db") as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (head,)
+
+
+def test_db_upgrade_waits_for_the_daemon_to_stop_before_migrating(tmp_path: Path) -> None:
+    """A migration may drop what the running version writes (0008 dropped tickets.triage):
+    with one pending while this machine's daemon holds the spool, ``db upgrade`` says to
+    stop it first and changes nothing. Stopped, it migrates; with the schema current it
+    says so, daemon or not."""
+    cfg = write_config(tmp_path / "db", free_port())
+    db = Database(f"sqlite:///{tmp_path / 'db' / 'buzon.db'}")
+    command.upgrade(alembic_config(db.engine), "0007")
+    spool = tmp_path / "db" / "spool"
+    try:
+        with instance.hold(spool):  # what `buzon run` holds for its whole life
+            refused = buzon(cfg, "db", "upgrade")
+            assert refused.returncode == 1
+            assert f"the daemon (pid {os.getpid()}) is running on {spool}" in refused.stderr
+            assert "systemctl stop buzon" in refused.stderr and "0007" in refused.stderr
+            assert current_revision(db.engine) == "0007"
+        upgraded = buzon(cfg, "db", "upgrade", check=True).stdout
+        assert f"schema 0007 -> {head_revision()}" in upgraded
+        with instance.hold(spool):
+            assert "nothing to do" in buzon(cfg, "db", "upgrade", check=True).stdout
+    finally:
+        db.dispose()
 
 
 # -- backup --------------------------------------------------------------------------------
