@@ -42,9 +42,8 @@ def hold(spool: Path) -> Iterator[str]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             raise InstanceBusyError(
-                f"another buzon run (pid {pid}) is using the spool {spool}; stop it first, "
+                f"another buzon run (pid {_pid_in(fd)}) is using the spool {spool}; stop it first, "
                 "or give this instance a [storage] spool of its own"
             ) from None
         os.ftruncate(fd, 0)
@@ -66,10 +65,15 @@ def holder(spool: Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        return _pid_in(fd)
     finally:
         os.close(fd)  # drops the shared hold, if taken
     return None
+
+
+def _pid_in(fd: int) -> str:
+    """The pid the holder wrote into the lock file (for messages, not for locking)."""
+    return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
 
 
 def _stable_id(spool: Path) -> str:

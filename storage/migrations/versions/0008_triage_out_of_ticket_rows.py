@@ -7,8 +7,8 @@ Create Date: 2026-12-06
 The ``triage`` document (every decision with its confidence and reason, ~2 KB) was
 written twice: on the ticket and as the data of the ``classified`` event. On the ticket
 it made each row about a page, so every SLA update (the scheduler rewrites thousands of
-rows a pass) rewrote a page per ticket; bench/scheduler.py measured the pass 17 %
-faster without it. A ticket that has a document but no ``classified`` event (one split
+rows a pass) rewrote a page per ticket; bench/scheduler_ab.py measured the pass 7-23 %
+faster on SQLite without it. A ticket that has a document but no ``classified`` event (one split
 off another ticket) gets the event here, so nothing is lost; downgrade puts the newest
 event's document back on the row.
 """
@@ -27,6 +27,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Not batch mode: on SQLite that copies the table and drops the old one, which the
+    # rows of ticket_events and messages (foreign keys on) refuse. SQLite drops a column
+    # itself since 3.35 (Debian 12 has 3.40, Ubuntu 24.04 3.45). Checked before any change.
+    if op.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        raise RuntimeError(
+            f"SQLite {sqlite3.sqlite_version} cannot drop a column; Buzón needs SQLite 3.35 "
+            "or newer (a Python linked with it, as on Debian 12 or Ubuntu 24.04)"
+        )
     # JSON has no equality on PostgreSQL (its type is json, not jsonb): compare the text.
     op.execute(
         "INSERT INTO ticket_events (ticket_id, at, kind, message_pk, data) "
@@ -34,15 +42,6 @@ def upgrade() -> None:
         "WHERE CAST(t.triage AS TEXT) NOT IN ('{}', 'null') AND NOT EXISTS ("
         "SELECT 1 FROM ticket_events e WHERE e.ticket_id = t.id AND e.kind = 'classified')"
     )
-    # Not batch mode: on SQLite that copies the table and drops the old one, which the
-    # rows of ticket_events and messages (foreign keys on) refuse. SQLite drops a column
-    # itself since 3.35 (Debian 12 has 3.40, Ubuntu 24.04 3.45).
-    bind = op.get_bind()
-    if bind.dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
-        raise RuntimeError(
-            f"SQLite {sqlite3.sqlite_version} cannot drop a column; Buzón needs SQLite 3.35 "
-            "or newer (a Python linked with it, as on Debian 12 or Ubuntu 24.04)"
-        )
     op.drop_column("tickets", "triage")
 
 
