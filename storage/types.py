@@ -99,6 +99,21 @@ class UTCDateTime(TypeDecorator[datetime]):
 
         return process
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> _Processor | None:
+        # Reading, likewise: the dialect's own parse (``fromisoformat``) and this type's in
+        # one call, not two; a scheduler batch reads 500 rows of seven times each.
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        parse = datetime.fromisoformat
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            t = parse(value)
+            return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+        return process
+
 
 def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is UTC:

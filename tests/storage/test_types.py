@@ -17,6 +17,8 @@ SQLITE = create_engine("sqlite://").dialect
 # may differ.
 GENERIC = DateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
 FAST = UTCDateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
+GENERIC_READ = DateTime().dialect_impl(SQLITE).result_processor(SQLITE, None)
+FAST_READ = UTCDateTime().dialect_impl(SQLITE).result_processor(SQLITE, None)
 
 zones = st.builds(
     lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-14 * 60, 14 * 60)
@@ -40,3 +42,18 @@ def test_a_naive_time_is_refused_not_guessed() -> None:
     with pytest.raises(ValueError, match="naive datetime"):
         FAST(datetime(2026, 12, 5, 9, 0))
     assert FAST(None) is None
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 30)))
+def test_sqlite_times_read_back_as_the_dialect_reads_them_in_utc(t: datetime) -> None:
+    assert FAST is not None and GENERIC_READ is not None and FAST_READ is not None
+    text = FAST(t.replace(tzinfo=UTC))
+    assert FAST_READ(text) == GENERIC_READ(text).replace(tzinfo=UTC)
+    assert FAST_READ(text).tzinfo is UTC
+    assert FAST_READ(None) is None
+
+
+def test_a_sqlite_time_written_with_an_offset_is_read_in_utc() -> None:
+    # Rows written by hand (sqlite3 shell, an old export) may carry their offset.
+    assert FAST_READ is not None
+    assert FAST_READ("2026-12-05 10:00:00+01:00") == datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
