@@ -14,9 +14,13 @@ from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses
 from pathlib import Path
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from daemon.outbound import when
 from daemon.outmail import (
     FIELDS,
     KINDS,
@@ -482,3 +486,26 @@ def test_composed_at_utc_has_plus_zero_date() -> None:
         _out(), sender=SENDER, message_id=MESSAGE_ID, templates=TEMPLATES, now=NOW.astimezone(UTC)
     )
     assert _parse(done.raw)["Date"].datetime == NOW
+
+
+# -- Times as customers read them ------------------------------------------------------------
+
+
+def test_a_deadline_reads_as_local_wall_time_with_its_zone() -> None:
+    t = datetime(2026, 12, 24, 16, 30, tzinfo=UTC)
+    assert when(t, "Europe/Madrid", "es") == "24/12/2026 17:30 (Europe/Madrid)"
+    assert when(t, "Europe/Sofia", "bg") == "24/12/2026 18:30 (Europe/Sofia)"
+    assert when(t, "America/Mexico_City", "en") == "2026-12-24 10:30 (America/Mexico_City)"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    ),
+    st.sampled_from(["Europe/Madrid", "Europe/Sofia", "America/Mexico_City", "UTC"]),
+    st.sampled_from(["es", "bg", "en", "fr"]),
+)
+def test_a_deadline_reads_as_strftime_would_write_it(t: datetime, zone: str, language: str) -> None:
+    local = t.astimezone(ZoneInfo(zone))
+    day = local.strftime("%d/%m/%Y" if language in ("es", "bg") else "%Y-%m-%d")
+    assert when(t, zone, language) == f"{day} {local:%H:%M} ({zone})"
