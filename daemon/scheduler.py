@@ -36,9 +36,9 @@ from sqlalchemy import Table, Update, bindparam, insert, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from daemon import logging as logmod
 from daemon import sla
 from daemon.config_desk import SlaConfig
-from daemon.logging import get_logger
 from daemon.outbound import Outbound
 from daemon.scheduler_plan import Due, Mail, Plan, decide
 from storage import bulk, outbox
@@ -157,7 +157,7 @@ class Scheduler:
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.db, self.cfg, self.outbound, self.clock = db, cfg, outbound, clock
-        self.log = get_logger(component="scheduler")
+        self.log = logmod.get_logger(component="scheduler")
 
     def run_once(self) -> PassReport:
         """One pass: every ticket due at the pass's start, in batches of ``[sla] batch``."""
@@ -439,8 +439,10 @@ class Scheduler:
         return done
 
     def _emit(self, logs: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
-        for level, event, fields in logs:
-            getattr(self.log, level)(event, **fields)
+        log = self.log.bind()  # the configured logger, resolved once for the batch's lines
+        with logmod.held():
+            for level, event, fields in logs:
+                getattr(log, level)(event, **fields)
 
 
 _FIX_CONFIG = "configure the policy or calendar again; `buzon sla explain` checks it"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import structlog
 
 from daemon import logging as logmod
@@ -97,3 +98,81 @@ def test_a_lone_surrogate_in_a_field_still_makes_one_json_line() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0])["subject"] == "a\ud800b ñ"
+
+
+HOLDING_WRITER = """
+import sys
+
+from daemon import logging as logmod
+logmod.configure("info", "json")
+log = logmod.get_logger(component=sys.argv[1])
+for burst in range(30):
+    with logmod.held():
+        for i in range(100):
+            log.info("test.line", n=burst * 100 + i, payload="x" * (i * 37 % 900))
+"""
+
+
+def test_held_lines_from_concurrent_processes_stay_whole_and_in_order(tmp_path: Path) -> None:
+    """Lines written in bursts (``held``) by two processes to one pipe: every line whole,
+    each process's lines in the order it logged them."""
+    script = tmp_path / "h.py"
+    script.write_text(HOLDING_WRITER)
+    read_fd, write_fd = os.pipe()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), name],
+            stdout=write_fd,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for name in ("a", "b")
+    ]
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        lines = pipe.read().splitlines()
+    assert [p.wait(60) for p in procs] == [0, 0]
+    events = [json.loads(line) for line in lines]
+    for name in ("a", "b"):
+        assert [e["n"] for e in events if e["component"] == name] == list(range(3000))
+
+
+def test_held_lines_go_out_at_the_end_in_few_writes(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        logmod.configure("info", "json", stream=out)
+        log = logmod.get_logger(component="t")
+        try:
+            with logmod.held():
+                for i in range(200):
+                    log.info("test.held", n=i)
+                    if i == 0:
+                        assert path.read_text() == ""  # held, not written yet
+                with logmod.held():  # nested: written with the outer block
+                    log.warning("test.nested")
+                assert path.read_text() == ""
+            text = path.read_text()
+            log.info("test.after")  # outside a block: written at once
+            assert path.read_text().count("\n") == 202
+        finally:
+            structlog.reset_defaults()
+    events = [json.loads(line)["event"] for line in text.splitlines()]
+    assert events == ["test.held"] * 200 + ["test.nested"]
+
+
+def test_a_line_longer_than_a_pipe_write_is_written_alone_and_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[int] = []
+    real = os.write
+
+    def counting(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", counting)
+    path = tmp_path / "log.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        logmod.LineWriter(out).write_lines(["a" * 100, "b" * 10_000, "c" * 100, "d" * 100])
+    monkeypatch.undo()
+    assert writes == [101, 10_001, 202]
+    assert path.read_text().splitlines() == ["a" * 100, "b" * 10_000, "c" * 100, "d" * 100]
