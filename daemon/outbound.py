@@ -12,7 +12,7 @@ customer's reply threads even when their client drops In-Reply-To.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
@@ -46,6 +46,12 @@ def thread_ids(session: Session, ticket_id: int | None) -> list[str]:
         .order_by(Message.id)
     )
     return [mid for (mid,) in rows]
+
+
+def nonces(count: int) -> list[str]:
+    """``count`` Message-ID nonces of 64 random bits: one urandom read for a batch of mails."""
+    text = os.urandom(8 * count).hex()
+    return [text[i : i + 16] for i in range(0, 16 * count, 16)]
 
 
 def when(t: datetime, timezone: str, language: str) -> str:
@@ -105,8 +111,12 @@ class Outbound:
         to: str,
         to_name: str = "",
         due: datetime | None = None,
+        nonce: str = "",
     ) -> dict[str, Any]:
         """The outbox row that queues ``kind`` (column values, for one insert or many).
+
+        ``nonce``: 16 random hex digits for the Message-ID, when the caller drew many at
+        once (``nonces``); drawn here otherwise.
 
         What can be wrong with the mail is found here, in the caller's transaction: a
         recipient no relay can take, or values the template does not have (ValueError).
@@ -115,7 +125,7 @@ class Outbound:
         """
         check(kind, values or {}, to)
         message_id = replytoken.message_id_for(
-            ref, self.key(session, now), uuid.uuid4().hex[:16], self.domain
+            ref, self.key(session, now), nonce or nonces(1)[0], self.domain
         )
         spec = {
             "kind": kind,

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from daemon import logging as logmod
 from daemon import sla
 from daemon.config_desk import SlaConfig
-from daemon.outbound import Outbound
+from daemon.outbound import Outbound, nonces
 from daemon.scheduler_plan import Due, Mail, Plan, decide
 from storage import bulk, outbox
 from storage.engine import Database
@@ -236,7 +236,7 @@ class Scheduler:
             # due ticket for each batch.
             due, last_id = after
             query = query.where(_T.next_due_at >= due, or_(_T.next_due_at > due, _T.id > last_id))
-        return list(session.execute(query))
+        return list(session.execute(query).all())  # one fetchall, not a fetchone a row
 
     def _batch(
         self, session: Session, rows: Sequence[Any], now: datetime, report: PassReport
@@ -256,7 +256,7 @@ class Scheduler:
             except Exception as exc:  # one bad ticket must not stop every other deadline
                 batch.failed[due.id] = now + RETRY_BROKEN
                 batch.logs.append(_failed(due, f"{type(exc).__name__}: {exc}", _FIX_REPORT))
-        stored = {row.id: dict(zip(_WRITE, _WRITTEN(row), strict=True)) for row in rows}
+        stored = {row.id: _WRITTEN(row) for row in rows}  # the _WRITE columns as claimed
         self._write(session, batch, now, stored)
         report.tickets += len(rows)
         report.errors += len(batch.failed)
@@ -292,7 +292,7 @@ class Scheduler:
         session: Session,
         batch: _Batch,
         now: datetime,
-        stored: dict[int, dict[str, Any]],
+        stored: dict[int, tuple[Any, ...]],
     ) -> None:
         """The batch's mails, events and columns, each in one statement."""
         plans = batch.plans
@@ -308,8 +308,10 @@ class Scheduler:
         bulk.executemany(session, _INSERT_EVENT, events)
         changed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for p in plans:
-            before = stored[p.ticket.id]
-            names = tuple(k for k in _WRITE if p.columns[k] != before[k])
+            cols = p.columns
+            names = tuple(
+                k for k, old in zip(_WRITE, stored[p.ticket.id], strict=True) if cols[k] != old
+            )
             if names:
                 changed[names].append(
                     {"b_id": p.ticket.id} | {f"b_{k}": p.columns[k] for k in names}
@@ -331,6 +333,7 @@ class Scheduler:
         rows: list[dict[str, Any]] = []
         owners: list[list[tuple[Plan, int, str]]] = []
         digests: dict[str, list[tuple[Plan, Mail]]] = defaultdict(list)
+        drawn = iter(nonces(sum(len(p.mails) for p in plans)))
         for plan in plans:
             t = plan.ticket
             for mail in plan.mails:
@@ -351,6 +354,7 @@ class Scheduler:
                             now=now,
                             values=mail.values,
                             to=mail.to,
+                            nonce=next(drawn),
                         )
                     )
                 except ValueError as exc:

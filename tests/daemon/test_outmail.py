@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.outbound import when
+from daemon.outbound import nonces, when
 from daemon.outmail import (
     FIELDS,
     KINDS,
@@ -509,3 +509,10 @@ def test_a_deadline_reads_as_strftime_would_write_it(t: datetime, zone: str, lan
     local = t.astimezone(ZoneInfo(zone))
     day = local.strftime("%d/%m/%Y" if language in ("es", "bg") else "%Y-%m-%d")
     assert when(t, zone, language) == f"{day} {local:%H:%M} ({zone})"
+
+
+def test_message_id_nonces_drawn_in_bulk_are_64_random_bits_each() -> None:
+    drawn = nonces(1000)
+    assert len(drawn) == 1000 and len(set(drawn)) == 1000
+    assert all(len(n) == 16 and int(n, 16) >= 0 for n in drawn)
+    assert nonces(0) == []
