@@ -53,6 +53,7 @@ from __future__ import annotations
 import difflib
 import heapq
 import itertools
+import math
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -412,6 +413,29 @@ class Calendar:
         )
         assert found is not None  # the span reaches past every offset
         return self.local(found)
+
+    def point_within(self, start: datetime, stop: datetime, fraction: float) -> datetime | None:
+        """When ``fraction`` of the open time from ``start`` to ``stop`` has gone by, in
+        whole minutes rounded down; None when no open time lies between them.
+
+        ``add_business(start, floor(business_minutes_between(start, stop) * fraction))``
+        in one walk: the scheduler asks it of every pending deadline (its at-risk moment).
+        """
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+        lo, hi = _aware(start, "start"), _aware(stop, "stop")
+        if hi <= lo:
+            return None
+        pieces = [(begin, end - begin) for begin, end, _ in self._pieces(lo, hi)]
+        window = sum((length for _, length in pieces), start=timedelta())
+        if not window:
+            return None
+        remaining = timedelta(minutes=math.floor(window / timedelta(minutes=1) * fraction))
+        for begin, length in pieces:
+            if remaining <= length:
+                return self.local(begin + remaining)
+            remaining -= length
+        raise AssertionError("unreachable: the point lies within the window")  # pragma: no cover
 
     def business_minutes_between(self, a: datetime, b: datetime) -> float:
         """Minutes of open time from ``a`` to ``b``; negative when ``b`` comes first."""

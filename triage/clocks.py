@@ -38,7 +38,6 @@ Decisions:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -505,11 +504,8 @@ def alarms(clocks: Clocks, calendar: Calendar, at_risk: float) -> list[Alarm]:
 def _risk_moment(deadline: Deadline, calendar: Calendar, at_risk: float) -> datetime | None:
     """When ``at_risk`` of the window has gone by; None for an empty window."""
     if deadline.business:
-        window = calendar.business_minutes_between(deadline.start, deadline.due)
-        if window <= 0:
-            return None
         # Whole minutes, rounded down: an early warning is harmless, a late one is not.
-        return calendar.add_business(deadline.start, math.floor(window * at_risk))
+        return calendar.point_within(deadline.start, deadline.due, at_risk)
     span = deadline.due - deadline.start
     if span.total_seconds() <= 0:
         return None

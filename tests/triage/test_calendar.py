@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -267,6 +268,23 @@ def test_business_minutes_between_counts_open_minutes(case: Case, span: int) -> 
     a, b = sorted((case.start, end))
     expected = case.reference.minutes_between(a, b) * (1 if span >= 0 else -1)
     assert case.calendar.business_minutes_between(case.start, end) == expected
+
+
+@REFERENCE
+@given(cases(), st.integers(-1440, 3 * 1440), st.sampled_from([0.0, 0.5, 0.8, 0.999, 1.0]))
+def test_point_within_a_window_matches_minute_stepping(
+    case: Case, span: int, fraction: float
+) -> None:
+    """The at-risk moment: ``fraction`` of the window's open minutes (rounded down) added
+    to its start, counted by the reference; None for a window with no open minute."""
+    stop = case.start + span * MINUTE
+    window = case.reference.minutes_between(case.start, stop) if span > 0 else 0
+    got = case.calendar.point_within(case.start, stop, fraction)
+    if window == 0:
+        assert got is None
+        return
+    assert got == case.reference.add_business(case.start, math.floor(window * fraction))
+    assert got is not None and case.start <= got <= stop
 
 
 @settings(max_examples=150, deadline=None)
