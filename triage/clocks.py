@@ -479,8 +479,11 @@ class Alarm:
     key: str
 
 
-def alarms(clocks: Clocks, calendar: Calendar, at_risk: float) -> list[Alarm]:
-    """At-risk and breach alarms of the pending clocks, earliest first, sent or not."""
+def alarms(
+    clocks: Clocks, calendar: Calendar, at_risk: float, *, sent: Collection[str] = ()
+) -> list[Alarm]:
+    """At-risk and breach alarms of the pending clocks, earliest first, but those whose
+    key is in ``sent`` (already sent: a pass need not walk the calendar for them)."""
     if not 0 < at_risk < 1:
         raise ValueError(f"at_risk must be a fraction between 0 and 1 (e.g. 0.8), got {at_risk}")
     out: list[Alarm] = []
@@ -494,10 +497,12 @@ def alarms(clocks: Clocks, calendar: Calendar, at_risk: float) -> list[Alarm]:
         # Keyed by the deadline, in UTC: a replay that reproduces it finds the alarm already
         # sent; a re-stamp that moves it (assignment, reclassification) warns afresh.
         due = deadline.due.astimezone(UTC).isoformat()
-        risky = _risk_moment(deadline, calendar, at_risk)
-        if risky is not None:
-            out.append(Alarm(clock, "at_risk", risky, deadline.due, f"{clock}:at_risk:{due}"))
-        out.append(Alarm(clock, "breached", deadline.due, deadline.due, f"{clock}:breached:{due}"))
+        key = f"{clock}:at_risk:{due}"
+        if key not in sent and (risky := _risk_moment(deadline, calendar, at_risk)) is not None:
+            out.append(Alarm(clock, "at_risk", risky, deadline.due, key))
+        key = f"{clock}:breached:{due}"
+        if key not in sent:
+            out.append(Alarm(clock, "breached", deadline.due, deadline.due, key))
     return sorted(out, key=lambda a: (a.at, a.clock, a.kind))
 
 
@@ -522,9 +527,10 @@ def next_due(
 ) -> datetime | None:
     """The earliest moment the scheduler has work on this ticket; None when it has none.
 
-    ``known``: ``alarms(clocks, calendar, at_risk)`` when the caller has it already.
+    ``known``: ``alarms(clocks, calendar, at_risk)`` when the caller has it already (with
+    or without the sent ones).
     """
     moments = [t for t in (clocks.followup_due, clocks.close_due) if t is not None]
-    pending = alarms(clocks, calendar, at_risk) if known is None else known
+    pending = alarms(clocks, calendar, at_risk, sent=alarms_sent) if known is None else known
     moments += [a.at for a in pending if a.key not in alarms_sent]
     return min(moments, default=None)

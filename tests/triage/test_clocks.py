@@ -282,6 +282,15 @@ def test_wall_clock_alarms_at_80_percent_and_at_the_deadline() -> None:
     assert alarms(clocks, OFFICE, 0.8)[0].key == "assign:at_risk:2026-03-02T10:00:00+00:00"
 
 
+def test_alarms_already_sent_are_left_out() -> None:
+    """The scheduler passes the ticket's sent keys: those alarms are not worked out again."""
+    clocks = run(policy(assign_within="1bh"), Opened(md(12, 24, 16, 30)))
+    every = alarms(clocks, OFFICE, 0.8)
+    sent = {every[0].key, every[3].key}
+    assert alarms(clocks, OFFICE, 0.8, sent=sent) == [a for a in every if a.key not in sent]
+    assert alarms(clocks, OFFICE, 0.8, sent={a.key for a in every}) == []
+
+
 def test_business_alarm_counts_open_minutes_only() -> None:
     """Thu 24 Dec 16:30 + 1bh: 48 of 60 open minutes are gone at Monday 09:18."""
     clocks = run(policy(assign_within="1bh"), Opened(md(12, 24, 16, 30)))
