@@ -94,8 +94,18 @@ _ADDRESS_PROBLEMS = (
     (r"^[^@]*$|@.*@|^@|@$", "is not one local@domain"),
     (r"^.{255,}$", "is longer than 254 characters (RFC 5321)"),
 )
+_ADDRESS_CHECKS = tuple((re.compile(pattern), problem) for pattern, problem in _ADDRESS_PROBLEMS)
+# One search finds a good address good (every queued mail's recipient); the checks one by
+# one only name what is wrong with a bad one.
+_ANY_ADDRESS_PROBLEM = re.compile("|".join(f"(?:{pattern})" for pattern, _ in _ADDRESS_PROBLEMS))
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+/^_`{|}~-]{1,60}")  # atext and spaces, short
 _ONLY_PLACEHOLDERS = re.compile(r"(?:\s*\$(?:[_a-z][_a-z0-9]*|\{[_a-z][_a-z0-9]*\}))+\s*", re.I)
+
+
+def _address_problem(value: str) -> str | None:
+    if not _ANY_ADDRESS_PROBLEM.search(value):
+        return None
+    return next(problem for pattern, problem in _ADDRESS_CHECKS if pattern.search(value))
 
 
 class TemplateError(ConfigError, ValueError):
@@ -237,9 +247,8 @@ def body_text(value: str) -> str:
 
 def addr_spec(value: str, what: str) -> str:
     """``value`` if it is one plain ``local@domain``; else ValueError naming the problem."""
-    for pattern, problem in _ADDRESS_PROBLEMS:
-        if re.search(pattern, value):
-            raise ValueError(f"{what} address {value!r} {problem}")
+    if problem := _address_problem(value):
+        raise ValueError(f"{what} address {value!r} {problem}")
     try:
         Address(addr_spec=value)
     except (ValueError, IndexError) as exc:
@@ -272,9 +281,8 @@ def check(kind: Kind, values: Mapping[str, str], to: str) -> None:
         raise ValueError(f"{kind}: unknown values {sorted(unknown)}; allowed {sorted(allowed)}")
     if missing := required - set(values):
         raise ValueError(f"{kind}: missing values {sorted(missing)}")
-    for pattern, problem in _ADDRESS_PROBLEMS:  # the full parse waits for ``compose``
-        if re.search(pattern, to):
-            raise ValueError(f"recipient address {to!r} {problem}")
+    if problem := _address_problem(to):  # the full parse waits for ``compose``
+        raise ValueError(f"recipient address {to!r} {problem}")
 
 
 def _values(out: Outgoing, sender: Sender) -> dict[str, str]:

@@ -256,6 +256,7 @@ def test_hostile_sender_name_is_kept_on_one_line() -> None:
         ("ana@b@example.net", "local@domain"),
         ("", "local@domain"),
         ("@example.net", "local@domain"),
+        ("a" * 250 + "@example.net", "254 characters"),
     ],
 )
 def test_recipient_must_be_one_addr_spec(to: str, problem: str) -> None:
