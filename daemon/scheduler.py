@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import operator
 import time
@@ -122,7 +121,7 @@ def _positions(*names: str) -> Callable[[Any], tuple[Any, ...]]:
 
 
 _WRITTEN = _positions(*_WRITE)
-_DUE = _positions(*(f.name for f in dataclasses.fields(Due)))  # its fields are the columns' names
+_DUE = _positions(*Due._fields)  # its fields are the columns' names
 _INSERT_EVENT = insert(_EVENTS)
 _RESCHEDULE = (
     update(_TICKETS)
