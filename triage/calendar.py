@@ -97,6 +97,8 @@ _CACHE_DAYS = 4096
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _SPAN = timedelta(days=32)
 _CACHE_SPANS = 256
+# The fixed offsets ``local`` puts on times, one object each (a calendar sees a handful).
+_FIXED_ZONES: dict[timedelta, fixed_zone] = {}
 
 
 def _aware(value: datetime, what: str) -> datetime:
@@ -171,6 +173,9 @@ class Calendar:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _spans: dict[int, tuple[tuple[Piece, ...], list[datetime]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _day_adds: dict[tuple[datetime, int], datetime] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -357,8 +362,13 @@ class Calendar:
         Not as a ZoneInfo time: PEP 495 makes one in a repeated (fold) hour compare unequal
         to the same instant in any other zone, which would break ``due == stored_utc``.
         """
-        local = _aware(t, "t").astimezone(self.timezone)
-        return local.replace(tzinfo=fixed_zone(_offset(self.timezone, local)), fold=0)
+        if t.tzinfo is not UTC:
+            _aware(t, "t")  # the check only: astimezone converts from any aware zone
+        local = t.astimezone(self.timezone)
+        offset = local.utcoffset()
+        assert offset is not None  # a ZoneInfo time always has one
+        zone = _FIXED_ZONES.get(offset) or _FIXED_ZONES.setdefault(offset, fixed_zone(offset))
+        return local.replace(tzinfo=zone, fold=0)
 
     def is_open(self, t: datetime) -> bool:
         """Whether the team is open at instant ``t``."""
@@ -385,10 +395,22 @@ class Calendar:
         """The ``days``-th business day after ``start`` at its local time (see module doc)."""
         if days < 0:
             raise ValueError(f"days must be 0 or more, got {days}")
-        opened = _aware(self.next_open(start), "start")
+        # Remembered by instant (equal instants in any zone give the same answer): a
+        # scheduler pass counts every follow-up it sends from the pass's one ``now``.
+        key = (_aware(start, "start"), days)
+        found = self._day_adds.get(key)
+        if found is None:
+            found = self._add_business_days(start, days)
+            if len(self._day_adds) >= _CACHE_DAYS:
+                self._day_adds.clear()
+            self._day_adds[key] = found
+        return found
+
+    def _add_business_days(self, start: datetime, days: int) -> datetime:
+        opened = self.next_open(start)  # already at the local offset
         if days == 0:
-            return self.local(opened)
-        wall = self.local(opened).replace(tzinfo=None)
+            return opened
+        wall = opened.replace(tzinfo=None)
         day, counted, last_open = wall.date(), 0, wall.date()
         while counted < days:
             day += timedelta(days=1)

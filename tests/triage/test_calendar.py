@@ -258,6 +258,11 @@ def test_add_business_days_matches_day_stepping(case: Case, days: int) -> None:
     """The Nth business day, at the opened start's local time clamped into that day's hours."""
     got = case.calendar.add_business_days(case.start, days)
     assert got == case.reference.add_business_days(case.start, days)
+    # Answers are remembered by instant: the same instant read in another zone gets the
+    # same answer at the calendar's offset, and another count of days is not confused.
+    again = case.calendar.add_business_days(case.start.astimezone(ZoneInfo("Asia/Tokyo")), days)
+    assert (again, again.utcoffset()) == (got, got.utcoffset())
+    assert case.calendar.add_business_days(case.start, days + 1) > got
 
 
 @REFERENCE
