@@ -225,8 +225,9 @@ def apply(
 ) -> Clocks:
     """The clocks after one more event, with a step for every field it changed.
 
-    ``explain=False`` leaves ``steps`` alone: the scheduler needs the deadlines, not
-    the words, and the steps cost as much as the arithmetic. The deadlines are the same.
+    ``explain=False`` leaves ``steps`` alone and the new deadlines' ``how`` empty (as a
+    snapshot, ``triage.clock_state``, holds them): the scheduler needs the deadlines, not
+    the words, and the words cost as much as the arithmetic. The deadlines are the same.
     """
     if calendar.name != policy.calendar:
         raise ValueError(
@@ -234,7 +235,7 @@ def apply(
             f"not {calendar.name!r}; pass calendars[policy.calendar]"
         )
     name, rule = _RULES[type(event)]
-    ctx = _Ctx(policy, calendar, calendar.local(event.at), name)
+    ctx = _Ctx(policy, calendar, calendar.local(event.at), name, explain)
     after, notes = rule(clocks, event, ctx)
     if not explain:
         return after if after.steps is clocks.steps else replace(after, steps=clocks.steps)
@@ -247,11 +248,14 @@ class _Ctx:
     calendar: Calendar
     at: datetime  # the event's time at the calendar's local offset
     event: str
+    explain: bool  # False: the deadlines' words are left empty, as a snapshot holds them
 
     def clock(
         self, field: str, label: str, start: datetime, within: Duration, provisional: bool = False
     ) -> Deadline:
         due = within.add(start, self.calendar)
+        if not self.explain:
+            return Deadline(start, due, within.business, "", provisional)
         how = (
             f"{field} = {label} {_show(start)} + {within} "
             f"(calendar {self.calendar.name}) = {_show(due)}"
@@ -264,6 +268,8 @@ class _Ctx:
         if every is None:
             return None, f"{field}: the policy sets none"
         due = every.add(self.at, self.calendar)
+        if not self.explain:
+            return due, ""
         return due, (
             f"{field} = {label} {_show(self.at)} + {every} "
             f"(calendar {self.calendar.name}) = {_show(due)}"
