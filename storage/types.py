@@ -92,10 +92,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
+        # The last value's text is kept: a scheduler batch binds its one ``now`` thousands
+        # of times (every event's ``at``, every mail's times), and isoformat is ~1 us.
+        # Equal instants give equal text whatever their zone; one tuple, so another thread
+        # never sees one value with another's text.
+        last: tuple[datetime, str] = (datetime.min.replace(tzinfo=UTC), "")
+
         def process(value: datetime | None) -> str | None:
+            nonlocal last
             if value is None:
                 return None
-            return _as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+            seen, text = last
+            if value == seen:
+                return text
+            text = _as_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+            last = (value, text)
+            return text
 
         return process
 

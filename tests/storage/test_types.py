@@ -20,6 +20,13 @@ FAST = UTCDateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
 GENERIC_READ = DateTime().dialect_impl(SQLITE).result_processor(SQLITE, None)
 FAST_READ = UTCDateTime().dialect_impl(SQLITE).result_processor(SQLITE, None)
 
+# One instant in three zones, and the next microsecond.
+TIMES = [
+    datetime(2026, 12, 3, 14, 0, tzinfo=UTC),
+    datetime(2026, 12, 3, 15, 0, tzinfo=timezone(timedelta(hours=1))),
+    datetime(2026, 12, 3, 9, 30, tzinfo=timezone(timedelta(hours=-4, minutes=-30))),
+    datetime(2026, 12, 3, 14, 0, 0, 1, tzinfo=UTC),
+]
 zones = st.builds(
     lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-14 * 60, 14 * 60)
 )
@@ -35,6 +42,15 @@ zones = st.builds(
 def test_sqlite_text_of_a_utc_time_is_the_dialects_own(t: datetime) -> None:
     assert GENERIC is not None and FAST is not None
     assert FAST(t) == GENERIC(t.astimezone(UTC).replace(tzinfo=None))
+
+
+@given(st.lists(st.sampled_from(TIMES) | st.datetimes(timezones=st.just(UTC) | zones), max_size=8))
+def test_the_kept_last_text_never_answers_for_another_instant(times: list[datetime]) -> None:
+    """The processor keeps the last value's text: runs of one instant (in any zone) and
+    changes between instants each get their own text."""
+    assert GENERIC is not None and FAST is not None
+    for t in times:
+        assert FAST(t) == GENERIC(t.astimezone(UTC).replace(tzinfo=None))
 
 
 def test_a_naive_time_is_refused_not_guessed() -> None:
