@@ -37,14 +37,15 @@ class _Compiled:
 
 def executemany(
     session: Session, statement: Insert | Update, rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """Run ``statement`` once per row of ``rows`` (all with the same keys).
+) -> int:
+    """Run ``statement`` once per row of ``rows`` (all with the same keys); the rows it
+    changed in all (the driver's count; both drivers add up an executemany's).
 
     ``statement`` should live as long as the process (a module constant, or made by a
     cached function): its compiled form is kept for the next call with it.
     """
     if not rows:
-        return
+        return 0
     conn = session.connection()
     plan = _compile(statement, conn.dialect, tuple(rows[0]))
     pairs = tuple(zip(plan.keys, plan.processors, strict=True))
@@ -54,7 +55,7 @@ def executemany(
         params.append(
             tuple(values) if plan.positional else dict(zip(plan.keys, values, strict=True))
         )
-    conn.exec_driver_sql(plan.sql, params)
+    return max(conn.exec_driver_sql(plan.sql, params).rowcount, 0)
 
 
 @functools.lru_cache(maxsize=64)

@@ -8,9 +8,9 @@ from typing import Any, cast
 import pytest
 from sqlalchemy import Table, bindparam, insert, select, text, update
 
-from storage import bulk
+from storage import bulk, outbox
 from storage.engine import Database
-from storage.models import Ticket, TicketEvent
+from storage.models import OutboxMail, Ticket, TicketEvent
 
 EVENTS = cast(Table, TicketEvent.__table__)
 TICKETS = cast(Table, Ticket.__table__)
@@ -94,3 +94,56 @@ def test_a_statement_sqlalchemy_rewrites_at_execution_is_refused(db: Database) -
     )
     with db.transaction() as s, pytest.raises(TypeError, match="expanding IN"):
         bulk.executemany(s, expanding, [{"b_ids": [1, 2], "b_status": "closed"}])
+
+
+def test_cancel_pending_many_cancels_only_pending_mail_of_those_kinds(db: Database) -> None:
+    """The scheduler's auto-close: each closed ticket's pending follow-ups and last notices
+    are cancelled, with the reason; mail being sent, other kinds and other tickets are not,
+    and the count is the rows changed."""
+    now = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
+    with db.transaction() as s:
+        tickets = []
+        for _ in range(3):
+            t = Ticket(
+                status="open",
+                customer="ana@a.es",
+                requester="ana@a.es",
+                channel="email",
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(t)
+            s.flush()
+            tickets.append(t.id)
+        for n, (tid, kind, state) in enumerate(
+            [
+                (tickets[0], "followup", "pending"),  # cancelled
+                (tickets[0], "last_notice", "pending"),  # cancelled
+                (tickets[0], "followup", "sending"),  # on the wire: kept
+                (tickets[0], "ack", "pending"),  # another kind: kept
+                (tickets[1], "followup", "pending"),  # cancelled
+                (tickets[2], "followup", "pending"),  # not closing: kept
+            ]
+        ):
+            s.add(
+                OutboxMail(
+                    ticket_id=tid,
+                    kind=kind,
+                    recipient="ana@a.es",
+                    message_id=f"<{n}@desk>",
+                    state=state,
+                    created_at=now,
+                    due_at=now,
+                )
+            )
+    with db.transaction() as s:
+        count = outbox.cancel_pending_many(
+            s, tickets[:2], ("followup", "last_notice"), "ticket closed (auto)"
+        )
+    with db.transaction() as s:
+        rows = s.scalars(select(OutboxMail).order_by(OutboxMail.id)).all()
+        states = [(r.state, r.last_error) for r in rows]
+    assert count == 3
+    closed = ("cancelled", "ticket closed (auto)")
+    kept = ("pending", "")
+    assert states == [closed, closed, ("sending", ""), kept, closed, kept]
