@@ -17,6 +17,7 @@ import re
 import select
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -137,6 +138,25 @@ def held() -> Iterator[None]:
             writer.write_lines([message for _, message in group])
 
 
+class UtcStamper:
+    """``timestamp``: the UTC time in ISO 8601 to the microsecond, e.g.
+    ``2026-12-03T14:00:00.000000Z`` (structlog's ``TimeStamper(fmt="iso", utc=True)``
+    text, but always six digits). The date and time to the second are formatted once a
+    second: structlog's stamper was a quarter of the processing of a scheduler line."""
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")  # one tuple: threads never see a torn pair
+
+    def __call__(self, _logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+        second, nanos = divmod(time.time_ns(), 1_000_000_000)
+        cached, prefix = self._second
+        if second != cached:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, prefix)
+        event["timestamp"] = f"{prefix}.{nanos // 1000:06d}Z"
+        return event
+
+
 class ComponentLevels:
     """Drops an event below its component's own level (``[log] components``)."""
 
@@ -168,7 +188,7 @@ def configure(
         structlog.contextvars.merge_contextvars,
         ComponentLevels(level, components),
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        UtcStamper(),
         structlog.processors.format_exc_info,
         escape_control_characters,
     ]

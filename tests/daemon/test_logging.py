@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,24 @@ def test_a_line_longer_than_a_pipe_write_is_written_alone_and_whole(
     monkeypatch.undo()
     assert writes == [101, 10_001, 202]
     assert path.read_text().splitlines() == ["a" * 100, "b" * 10_000, "c" * 100, "d" * 100]
+
+
+def test_timestamps_are_utc_iso_8601_to_the_microsecond_and_keep_up() -> None:
+    """Every line's ``timestamp`` is the UTC time it was logged, six fraction digits and a
+    Z (the date part is formatted once a second: lines across a second change stay right)."""
+    out = io.StringIO()
+    logmod.configure("info", "json", stream=out)
+    stamps: list[tuple[datetime, datetime]] = []
+    try:
+        log = logmod.get_logger(component="t")
+        end = datetime.now(UTC) + timedelta(seconds=2.1)  # across two second changes at least
+        while (before := datetime.now(UTC)) < end:
+            log.info("test.tick")
+            stamps.append((before, datetime.now(UTC)))
+    finally:
+        structlog.reset_defaults()
+    written = [json.loads(line)["timestamp"] for line in out.getvalue().splitlines()]
+    assert len(written) == len(stamps) > 100
+    for text, (before, after) in zip(written, stamps, strict=True):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", text), text
+        assert before <= datetime.fromisoformat(text) <= after
