@@ -47,12 +47,19 @@ _CANCEL = (
 def enqueue_many(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert pending rows given as column values (``state`` included); their ids, in order.
 
-    executemany and a look-up by Message-ID (unique), not RETURNING: SQLite would
-    insert the rows one statement each to return their ids in order.
+    executemany, not RETURNING: SQLite would insert the rows one statement each to
+    return their ids in order. On SQLite the ids are counted back from the last one:
+    the transaction holds the database's only write lock, and an ``INTEGER PRIMARY KEY``
+    with no id given is the table's largest plus one, so the rows took consecutive ids.
+    Elsewhere (other sessions insert meanwhile) they are looked up by Message-ID (unique).
     """
     if not rows:
         return []
     bulk.executemany(session, _INSERT, rows)
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        last = int(conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one())
+        return list(range(last - len(rows) + 1, last + 1))
     wanted = [r["message_id"] for r in rows]
     found: dict[str, int] = {}
     for chunk in (wanted[i : i + 500] for i in range(0, len(wanted), 500)):

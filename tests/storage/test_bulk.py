@@ -14,6 +14,7 @@ from storage.models import OutboxMail, Ticket, TicketEvent
 
 EVENTS = cast(Table, TicketEvent.__table__)
 TICKETS = cast(Table, Ticket.__table__)
+OUTBOX = cast(Table, OutboxMail.__table__)
 INSERT = insert(EVENTS)
 STAMP = (
     update(TICKETS)
@@ -147,3 +148,46 @@ def test_cancel_pending_many_cancels_only_pending_mail_of_those_kinds(db: Databa
     closed = ("cancelled", "ticket closed (auto)")
     kept = ("pending", "")
     assert states == [closed, closed, ("sending", ""), kept, closed, kept]
+
+
+def test_enqueue_many_returns_each_rows_id_in_order(db: Database) -> None:
+    """The ids go into the events that owe the mails, so each must be its own row's: after
+    earlier rows, a deleted last row (SQLite may hand its id out again) and in two calls
+    in one transaction."""
+    now = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
+
+    def rows(tag: str, n: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "ticket_id": None,
+                "kind": "notice",
+                "recipient": "admins@desk.example.com",
+                "envelope_from": "",
+                "message_id": f"<{tag}{i}@desk>",
+                "subject": "",
+                "spec": {"n": i},
+                "raw": None,
+                "state": "pending",
+                "attempts": 0,
+                "created_at": now,
+                "due_at": now,
+                "claimed_by": "",
+                "claimed_until": None,
+                "sent_at": None,
+                "last_error": "",
+            }
+            for i in range(n)
+        ]
+
+    with db.transaction() as s:
+        first = outbox.enqueue_many(s, rows("a", 5))
+    with db.transaction() as s:
+        s.execute(OUTBOX.delete().where(OUTBOX.c.id == first[-1]))
+    with db.transaction() as s:
+        ids = outbox.enqueue_many(s, rows("b", 7)) + outbox.enqueue_many(s, rows("c", 3))
+        assert outbox.enqueue_many(s, []) == []
+    with db.transaction() as s:
+        stored = dict(s.execute(select(OUTBOX.c.id, OUTBOX.c.message_id)).all())
+    wanted = [f"<b{i}@desk>" for i in range(7)] + [f"<c{i}@desk>" for i in range(3)]
+    assert [stored[i] for i in ids] == wanted
+    assert len(set(ids)) == 10
