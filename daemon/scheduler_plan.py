@@ -94,7 +94,9 @@ def decide(
 ) -> Plan:
     """The plan for ``due`` whose clocks are ``clocks`` (under ``policy`` and ``calendar``)."""
     plan = Plan(due)
-    pending: list[ck.Alarm] | None = ck.alarms(clocks, calendar, cfg.at_risk, sent=due.alarms_sent)
+    pending: list[ck.Alarm] | None = ck.alarms(
+        clocks, calendar, cfg.at_risk, sent=due.alarms_sent, now=now
+    )
     tz, lang = calendar.timezone.key, due.language
     sent = _alarms(plan, pending or [], cfg, now, tz)
     closed_at, waiting_since = due.closed_at, due.waiting_since

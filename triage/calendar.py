@@ -376,6 +376,11 @@ class Calendar:
         local_day = instant.astimezone(self.timezone).date()
         return any(lo <= instant < hi for lo, hi, _ in self._day(local_day))
 
+    def opens_before(self, start: datetime, stop: datetime) -> bool:
+        """Whether any open time lies in [start, stop)."""
+        lo, hi = _aware(start, "start"), _aware(stop, "stop")
+        return lo < hi and next(self._pieces(lo, hi), None) is not None
+
     def next_open(self, t: datetime) -> datetime:
         """``t`` itself when open, else the next opening."""
         return self.add_business(t, 0)

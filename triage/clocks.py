@@ -488,10 +488,21 @@ class Alarm(NamedTuple):
 
 
 def alarms(
-    clocks: Clocks, calendar: Calendar, at_risk: float, *, sent: Collection[str] = ()
+    clocks: Clocks,
+    calendar: Calendar,
+    at_risk: float,
+    *,
+    sent: Collection[str] = (),
+    now: datetime | None = None,
 ) -> list[Alarm]:
     """At-risk and breach alarms of the pending clocks, earliest first, but those whose
-    key is in ``sent`` (already sent: a pass need not walk the calendar for them)."""
+    key is in ``sent`` (already sent: a pass need not walk the calendar for them).
+
+    ``now``: an at-risk alarm whose deadline has passed by then comes at its deadline,
+    its own moment not worked out (a pass that finds a deadline passed sends both alarms
+    at once, and the at-risk one quietly); it exists, as always, only for a window with
+    time in it.
+    """
     if not 0 < at_risk < 1:
         raise ValueError(f"at_risk must be a fraction between 0 and 1 (e.g. 0.8), got {at_risk}")
     out: list[Alarm] = []
@@ -506,12 +517,24 @@ def alarms(
         # sent; a re-stamp that moves it (assignment, reclassification) warns afresh.
         due = deadline.due.astimezone(UTC).isoformat()
         key = f"{clock}:at_risk:{due}"
-        if key not in sent and (risky := _risk_moment(deadline, calendar, at_risk)) is not None:
-            out.append(Alarm(clock, "at_risk", risky, deadline.due, key))
+        if key not in sent:
+            if now is not None and deadline.due <= now:
+                risky = deadline.due if _has_window(deadline, calendar) else None
+            else:
+                risky = _risk_moment(deadline, calendar, at_risk)
+            if risky is not None:
+                out.append(Alarm(clock, "at_risk", risky, deadline.due, key))
         key = f"{clock}:breached:{due}"
         if key not in sent:
             out.append(Alarm(clock, "breached", deadline.due, deadline.due, key))
     return sorted(out, key=lambda a: (a.at, a.clock, a.kind))
+
+
+def _has_window(deadline: Deadline, calendar: Calendar) -> bool:
+    """Whether the deadline's window holds time to warn within (``_risk_moment`` not None)."""
+    if deadline.business:
+        return calendar.opens_before(deadline.start, deadline.due)
+    return deadline.due > deadline.start
 
 
 def _risk_moment(deadline: Deadline, calendar: Calendar, at_risk: float) -> datetime | None:

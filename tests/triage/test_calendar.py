@@ -290,6 +290,16 @@ def test_point_within_a_window_matches_minute_stepping(
         return
     assert got == case.reference.add_business(case.start, math.floor(window * fraction))
     assert got is not None and case.start <= got <= stop
+    # The scheduler asks only whether the window has time in it when its deadline passed.
+    assert case.calendar.opens_before(case.start, stop)
+
+
+@REFERENCE
+@given(cases(), st.integers(-1440, 3 * 1440))
+def test_opens_before_is_whether_a_window_holds_an_open_minute(case: Case, span: int) -> None:
+    stop = case.start + span * MINUTE
+    window = case.reference.minutes_between(case.start, stop) if span > 0 else 0
+    assert case.calendar.opens_before(case.start, stop) == (window > 0)
 
 
 @settings(max_examples=150, deadline=None)

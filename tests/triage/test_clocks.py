@@ -442,3 +442,26 @@ def test_a_snapshot_this_version_did_not_write_is_refused() -> None:
     )
     with pytest.raises(clock_state.SnapshotError, match="no UTC offset"):
         clock_state.decode(good | {"followup_due": "2026-03-02T09:00:00"})
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    events=histories(),
+    which=st.integers(0, len(POLICIES) - 1),
+    hours=st.integers(-2, 24 * 14),
+)
+def test_a_passed_deadlines_at_risk_alarm_comes_at_the_deadline(
+    events: list[Event], which: int, hours: int
+) -> None:
+    """With ``now``, the alarms are the same ones; an at-risk alarm whose deadline has
+    passed by then comes at its deadline (its moment is not worked out), any other exactly
+    as without ``now``."""
+    clocks = replay(POLICIES[which], OFFICE, events)
+    now = START + timedelta(hours=hours)
+    exact = alarms(clocks, OFFICE, 0.8)
+    quick = alarms(clocks, OFFICE, 0.8, now=now)
+    assert sorted(a.key for a in quick) == sorted(a.key for a in exact)
+    by_key = {a.key: a for a in quick}
+    for a in exact:
+        passed = a.kind == "at_risk" and a.deadline <= now
+        assert by_key[a.key] == (a._replace(at=a.deadline) if passed else a)
