@@ -73,3 +73,18 @@ def test_a_sqlite_time_written_with_an_offset_is_read_in_utc() -> None:
     # Rows written by hand (sqlite3 shell, an old export) may carry their offset.
     assert FAST_READ is not None
     assert FAST_READ("2026-12-05 10:00:00+01:00") == datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+    assert FAST_READ("2026-12-05 10:00:00Z") == datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-05 10:00:00", datetime(2026, 12, 5, 10, 0, tzinfo=UTC)),
+        ("2026-12-05T10:00:00.250000", datetime(2026, 12, 5, 10, 0, 0, 250000, tzinfo=UTC)),
+        ("2026-12-05", datetime(2026, 12, 5, 0, 0, tzinfo=UTC)),  # a date alone: its midnight
+    ],
+)
+def test_hand_written_sqlite_times_without_an_offset_are_utc(text: str, expected: datetime) -> None:
+    assert FAST_READ is not None
+    got = FAST_READ(text)
+    assert got == expected and got.tzinfo is UTC
