@@ -152,9 +152,10 @@ class Step:
     how: str
 
 
-@dataclass(frozen=True, slots=True)
-class Deadline:
-    """A running clock: when it started, when it is due, and how the due time was found."""
+class Deadline(NamedTuple):
+    """A running clock: when it started, when it is due, and how the due time was found.
+
+    A named tuple (as ``Alarm``): a scheduler pass reads two or three a due ticket."""
 
     start: datetime
     due: datetime
