@@ -57,10 +57,16 @@ def nonces(count: int) -> list[str]:
 def when(t: datetime, timezone: str, language: str) -> str:
     """A deadline as the customer reads it: local wall time and the zone's name."""
     local = t.astimezone(ZoneInfo(timezone))
-    # Formatted from the fields, not strftime: a scheduler pass writes ~15,000 of these.
-    y, m, d = local.year, local.month, local.day
-    day = f"{d:02d}/{m:02d}/{y:04d}" if language in ("es", "bg") else f"{y:04d}-{m:02d}-{d:02d}"
-    return f"{day} {local.hour:02d}:{local.minute:02d} ({timezone})"
+    # Formatted from the fields with %, not strftime or format specs (~2x each): a
+    # scheduler pass writes ~15,000 of these.
+    y, m, d, hh, mm = local.year, local.month, local.day, local.hour, local.minute
+    if language in ("es", "bg"):
+        return _DAY_FIRST % (d, m, y, hh, mm, timezone)
+    return _YEAR_FIRST % (y, m, d, hh, mm, timezone)
+
+
+_DAY_FIRST = "%02d/%02d/%04d %02d:%02d (%s)"  # es, bg: 24/12/2026 16:30 (Europe/Madrid)
+_YEAR_FIRST = "%04d-%02d-%02d %02d:%02d (%s)"  # others: 2026-12-24 16:30 (Europe/Madrid)
 
 
 _UNITS = {
