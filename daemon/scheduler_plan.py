@@ -157,9 +157,12 @@ def _alarms(
 ) -> tuple[str, ...]:
     """Record the alarms of ``pending`` that are due; the keys sent afterwards."""
     due = plan.ticket
+    fired = [a for a in pending if a.at <= now and a.key not in due.alarms_sent]
+    if not fired:
+        return due.alarms_sent
     sent = list(due.alarms_sent)
-    fired = [a for a in pending if a.at <= now and a.key not in sent]
     breached = {a.clock for a in fired if a.kind == "breached"}
+    subject = ""  # the digest line's, made safe once for the ticket's breaches
     for alarm in fired:
         sent.append(alarm.key)
         quiet = alarm.kind == "at_risk" and alarm.clock in breached
@@ -178,9 +181,8 @@ def _alarms(
             data["notice"] = 0
             if address := cfg.notify_for(due.team):
                 # One line of the batch's digest to this address (``daemon.scheduler``).
-                line = "  ".join(
-                    (due.ref, alarm.clock, when(alarm.deadline, tz, "en"), header_text(due.subject))
-                )
+                subject = subject or header_text(due.subject)
+                line = "  ".join((due.ref, alarm.clock, when(alarm.deadline, tz, "en"), subject))
                 values = {"line": line[:200], "team": due.team or "-"}
                 plan.mails.append(Mail("breach", address, values, len(plan.events) - 1, "notice"))
         else:

@@ -38,6 +38,7 @@ Decisions:
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -188,8 +189,11 @@ class Clocks:
     @property
     def respond(self) -> Deadline | None:
         """The pending response deadline: the earlier obligation, a definitive one on a tie."""
-        pending = [d for d in (self.first_response, self.reply) if d is not None]
-        return min(pending, key=lambda d: (d.due, d.provisional)) if pending else None
+        first, reply = self.first_response, self.reply
+        if first is None or reply is None:
+            return reply if first is None else first
+        # The first response on a full tie: as min() over (first_response, reply) picks.
+        return first if (first.due, first.provisional) <= (reply.due, reply.provisional) else reply
 
     @property
     def respond_by(self) -> datetime | None:
@@ -528,7 +532,11 @@ def alarms(
         key = f"{clock}:breached:{due}"
         if key not in sent:
             out.append(Alarm(clock, "breached", deadline.due, deadline.due, key))
-    return sorted(out, key=lambda a: (a.at, a.clock, a.kind))
+    out.sort(key=_EARLIEST_FIRST)
+    return out
+
+
+_EARLIEST_FIRST = operator.itemgetter(*(Alarm._fields.index(f) for f in ("at", "clock", "kind")))
 
 
 def _has_window(deadline: Deadline, calendar: Calendar) -> bool:
