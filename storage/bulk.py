@@ -16,6 +16,7 @@ columns, UPDATE ... WHERE through ``bindparam``. Column defaults are not applied
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,10 +49,15 @@ def executemany(
         return 0
     conn = session.connection()
     plan = _compile(statement, conn.dialect, tuple(rows[0]))
-    pairs = tuple(zip(plan.keys, plan.processors, strict=True))
+    # The row's values in the driver's order in one C call, then only the columns that
+    # have a processor converted (integers and plain strings have none).
+    get = operator.itemgetter(*plan.keys)
+    convert = [(i, p) for i, p in enumerate(plan.processors) if p is not None]
     params: list[Any] = []
     for row in rows:
-        values = [row[k] if p is None else p(row[k]) for k, p in pairs]
+        values = list(get(row)) if len(plan.keys) > 1 else [get(row)]
+        for i, process in convert:
+            values[i] = process(values[i])
         params.append(
             tuple(values) if plan.positional else dict(zip(plan.keys, values, strict=True))
         )

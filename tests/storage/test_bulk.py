@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy import Table, bindparam, insert, literal_column, select, text, update
 
 from storage import bulk, outbox
 from storage.engine import Database
@@ -191,3 +191,31 @@ def test_enqueue_many_returns_each_rows_id_in_order(db: Database) -> None:
     wanted = [f"<b{i}@desk>" for i in range(7)] + [f"<c{i}@desk>" for i in range(3)]
     assert [stored[i] for i in ids] == wanted
     assert len(set(ids)) == 10
+
+
+def test_a_statement_of_one_parameter_takes_its_rows_too(db: Database) -> None:
+    """One key: the row's value is taken alone, not as a tuple of its characters."""
+    now = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
+    close = (
+        update(TICKETS)
+        .where(TICKETS.c.id == bindparam("b_id"))
+        .values(status=literal_column("'closed'"))
+    )
+    with db.transaction() as s:
+        ids = []
+        for _ in range(3):
+            t = Ticket(
+                status="open",
+                customer="ana@a.es",
+                requester="ana@a.es",
+                channel="email",
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(t)
+            s.flush()
+            ids.append(t.id)
+        assert bulk.executemany(s, close, [{"b_id": ids[0]}, {"b_id": ids[2]}]) == 2
+    with db.transaction() as s:
+        states = s.execute(select(TICKETS.c.status).order_by(TICKETS.c.id)).scalars().all()
+    assert states == ["closed", "open", "closed"]
