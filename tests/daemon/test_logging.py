@@ -28,10 +28,10 @@ for i in range(3000):
 """
 
 
-def test_lines_from_concurrent_processes_never_interleave(tmp_path: Path) -> None:
-    """Two processes logging to one pipe at once produce only whole JSON lines."""
+def _two_writers(tmp_path: Path, source: str) -> list[dict[str, object]]:
+    """Run ``source`` as processes "a" and "b" writing to one pipe; the events read."""
     script = tmp_path / "w.py"
-    script.write_text(WRITER)
+    script.write_text(source)
     read_fd, write_fd = os.pipe()
     procs = [
         subprocess.Popen(
@@ -45,7 +45,12 @@ def test_lines_from_concurrent_processes_never_interleave(tmp_path: Path) -> Non
     with os.fdopen(read_fd, "rb") as pipe:
         lines = pipe.read().splitlines()
     assert [p.wait(60) for p in procs] == [0, 0]
-    events = [json.loads(line) for line in lines]
+    return [json.loads(line) for line in lines]  # a line cut or spliced fails to parse
+
+
+def test_lines_from_concurrent_processes_never_interleave(tmp_path: Path) -> None:
+    """Two processes logging to one pipe at once produce only whole JSON lines."""
+    events = _two_writers(tmp_path, WRITER)
     assert len(events) == 6000
     assert {e["component"] for e in events} == {"a", "b"}
     assert all(e["text"] == "a\\x0d\\x0ab\\x1bc" for e in events)
@@ -118,22 +123,7 @@ for burst in range(30):
 def test_held_lines_from_concurrent_processes_stay_whole_and_in_order(tmp_path: Path) -> None:
     """Lines written in bursts (``held``) by two processes to one pipe: every line whole,
     each process's lines in the order it logged them."""
-    script = tmp_path / "h.py"
-    script.write_text(HOLDING_WRITER)
-    read_fd, write_fd = os.pipe()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), name],
-            stdout=write_fd,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        for name in ("a", "b")
-    ]
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        lines = pipe.read().splitlines()
-    assert [p.wait(60) for p in procs] == [0, 0]
-    events = [json.loads(line) for line in lines]
+    events = _two_writers(tmp_path, HOLDING_WRITER)
     for name in ("a", "b"):
         assert [e["n"] for e in events if e["component"] == name] == list(range(3000))
 

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import pytest
 from sqlalchemy import Table, bindparam, insert, literal_column, select, text, update
+from sqlalchemy.orm import Session
 
 from storage import bulk, outbox
 from storage.engine import Database
@@ -97,25 +98,31 @@ def test_a_statement_sqlalchemy_rewrites_at_execution_is_refused(db: Database) -
         bulk.executemany(s, expanding, [{"b_ids": [1, 2], "b_status": "closed"}])
 
 
+def _open_tickets(s: Session, count: int, now: datetime) -> list[int]:
+    """``count`` new open tickets; their ids."""
+    tickets = [
+        Ticket(
+            status="open",
+            customer="ana@a.es",
+            requester="ana@a.es",
+            channel="email",
+            created_at=now,
+            updated_at=now,
+        )
+        for _ in range(count)
+    ]
+    s.add_all(tickets)
+    s.flush()
+    return [t.id for t in tickets]
+
+
 def test_cancel_pending_many_cancels_only_pending_mail_of_those_kinds(db: Database) -> None:
     """The scheduler's auto-close: each closed ticket's pending follow-ups and last notices
     are cancelled, with the reason; mail being sent, other kinds and other tickets are not,
     and the count is the rows changed."""
     now = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
     with db.transaction() as s:
-        tickets = []
-        for _ in range(3):
-            t = Ticket(
-                status="open",
-                customer="ana@a.es",
-                requester="ana@a.es",
-                channel="email",
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(t)
-            s.flush()
-            tickets.append(t.id)
+        tickets = _open_tickets(s, 3, now)
         for n, (tid, kind, state) in enumerate(
             [
                 (tickets[0], "followup", "pending"),  # cancelled
@@ -202,19 +209,7 @@ def test_a_statement_of_one_parameter_takes_its_rows_too(db: Database) -> None:
         .values(status=literal_column("'closed'"))
     )
     with db.transaction() as s:
-        ids = []
-        for _ in range(3):
-            t = Ticket(
-                status="open",
-                customer="ana@a.es",
-                requester="ana@a.es",
-                channel="email",
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(t)
-            s.flush()
-            ids.append(t.id)
+        ids = _open_tickets(s, 3, now)
         assert bulk.executemany(s, close, [{"b_id": ids[0]}, {"b_id": ids[2]}]) == 2
     with db.transaction() as s:
         states = s.execute(select(TICKETS.c.status).order_by(TICKETS.c.id)).scalars().all()
