@@ -51,11 +51,14 @@ def executemany(
     plan = _compile(statement, conn.dialect, tuple(rows[0]))
     # The row's values in the driver's order in one C call, then only the columns that
     # have a processor converted (integers and plain strings have none).
-    get = operator.itemgetter(*plan.keys)
+    keys = plan.keys
+    get: Callable[[Mapping[str, Any]], Any] = (
+        operator.itemgetter(*keys) if keys else (lambda _row: ())
+    )
     convert = [(i, p) for i, p in enumerate(plan.processors) if p is not None]
     params: list[Any] = []
     for row in rows:
-        values = list(get(row)) if len(plan.keys) > 1 else [get(row)]
+        values = [get(row)] if len(keys) == 1 else list(get(row))
         for i, process in convert:
             values[i] = process(values[i])
         params.append(
