@@ -31,6 +31,7 @@ from daemon.outbound import spoken, when
 from daemon.outmail import Kind, header_text
 from triage import clock_state
 from triage import clocks as ck
+from triage.alarms import Alarm, alarms
 from triage.calendar import Calendar
 from triage.durations import Duration
 from triage.policy import Policy
@@ -94,7 +95,7 @@ def decide(
 ) -> Plan:
     """The plan for ``due`` whose clocks are ``clocks`` (under ``policy`` and ``calendar``)."""
     plan = Plan(due)
-    pending: list[ck.Alarm] | None = ck.alarms(
+    pending: list[Alarm] | None = alarms(
         clocks, calendar, cfg.at_risk, sent=due.alarms_sent, now=now
     )
     tz, lang = calendar.timezone.key, due.language
@@ -153,7 +154,7 @@ def _event(plan: Plan, kind: str, now: datetime, data: dict[str, Any]) -> int:
 
 
 def _alarms(
-    plan: Plan, pending: Sequence[ck.Alarm], cfg: SlaConfig, now: datetime, tz: str
+    plan: Plan, pending: Sequence[Alarm], cfg: SlaConfig, now: datetime, tz: str
 ) -> tuple[str, ...]:
     """Record the alarms of ``pending`` that are due; the keys sent afterwards."""
     due = plan.ticket

@@ -31,6 +31,7 @@ from storage import repository as repo
 from storage.models import Message, Ticket, TicketEvent
 from triage import clock_state
 from triage import clocks as ck
+from triage.alarms import Alarm, next_due
 from triage.calendar import Calendar
 from triage.policy import Policy, Selection, TicketFacts
 from triage.policy import select as select_policy
@@ -285,7 +286,7 @@ def columns(
     alarms_sent: Sequence[str],
     at_risk: float,
     *,
-    alarms: Sequence[ck.Alarm] | None = None,
+    alarms: Sequence[Alarm] | None = None,
 ) -> Columns:
     return Columns(
         status="closed" if clocks.state == "closed" else "open",
@@ -294,7 +295,7 @@ def columns(
         followup_due_at=_utc(clocks.followup_due),
         close_due_at=_utc(clocks.close_due),
         followups_sent=clocks.followups_sent,
-        next_due_at=_utc(ck.next_due(clocks, alarms_sent, calendar, at_risk, known=alarms)),
+        next_due_at=_utc(next_due(clocks, alarms_sent, calendar, at_risk, known=alarms)),
     )
 
 

@@ -31,8 +31,8 @@ from storage import imapstate, outbox
 from storage import repository as repo
 from storage import voicemails as vm_repo
 from storage.models import Message, OutboxMail, Ticket, Voicemail
+from triage import alarms as sla_alarms
 from triage import clock_state
-from triage import clocks as ck
 
 PROBE_TIMEOUT = 2.0  # status: a listener that has not greeted in 2 s is not answering
 MAX_ERRORS = 5
@@ -181,7 +181,8 @@ def _risk_moments(cfg: SlaConfig, policy: str, snapshot: Any) -> dict[str, datet
         _, calendar = sla.policy_and_calendar(cfg, policy)
     except (clock_state.SnapshotError, sla.SlaError):
         return {}
-    return {a.key: a.at for a in ck.alarms(clocks, calendar, cfg.at_risk) if a.kind == "at_risk"}
+    at_risk = sla_alarms.alarms(clocks, calendar, cfg.at_risk)
+    return {a.key: a.at for a in at_risk if a.kind == "at_risk"}
 
 
 def _last_errors(session: Session, spool: Spool | None) -> list[dict[str, Any]]:

@@ -6,13 +6,13 @@ API::
     AgentResponse(at), Waiting(at), FollowupSent(at), Closed(at, reason), Reopened(at)
     replay(policy, calendar, events) -> Clocks      # the fold of apply from Clocks()
     apply(clocks, event, policy, calendar) -> Clocks
-    alarms(clocks, calendar, at_risk) -> list[Alarm]  # at-risk and breach, pending clocks only
-    next_due(clocks, alarms_sent, calendar, at_risk) -> datetime | None
 
 ``Clocks`` exposes ``state``, ``assign_by``/``assign_from``, ``respond_by``/``respond_from``/
 ``respond_provisional``, ``followup_due``, ``followups_sent``, ``close_due`` and ``steps``
 (every change, in words). Event times are tz-aware; stored times are at the calendar's
-local fixed offset (``Calendar.local``), so comparisons are between instants.
+local fixed offset (``Calendar.local``), so comparisons are between instants. What the
+pending clocks owe the scheduler (warnings, the next moment it has work) is
+``triage.alarms``.
 
 Decisions:
 
@@ -38,10 +38,9 @@ Decisions:
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import reduce
 from typing import Any, Literal, NamedTuple
 
@@ -51,7 +50,6 @@ from triage.policy import Policy
 
 __all__ = [
     "AgentResponse",
-    "Alarm",
     "Assigned",
     "Clocks",
     "Closed",
@@ -63,9 +61,7 @@ __all__ = [
     "Reopened",
     "Step",
     "Waiting",
-    "alarms",
     "apply",
-    "next_due",
     "replay",
 ]
 
@@ -474,103 +470,3 @@ def _show(t: datetime | None) -> str:
         return "none"
     whole = t.second == 0 and t.microsecond == 0
     return t.isoformat(timespec="minutes" if whole else "seconds")
-
-
-# -- Alarms for the scheduler --------------------------------------------------------------
-
-
-class Alarm(NamedTuple):
-    """A moment the scheduler must warn about a clock; ``key`` makes the warning once-only.
-
-    A named tuple, not a frozen dataclass: a scheduler pass makes thousands, and a
-    frozen dataclass's ``__init__`` costs ~4x a tuple's."""
-
-    clock: Literal["assign", "respond"]
-    kind: Literal["at_risk", "breached"]
-    at: datetime
-    deadline: datetime
-    key: str
-
-
-def alarms(
-    clocks: Clocks,
-    calendar: Calendar,
-    at_risk: float,
-    *,
-    sent: Collection[str] = (),
-    now: datetime | None = None,
-) -> list[Alarm]:
-    """At-risk and breach alarms of the pending clocks, earliest first, but those whose
-    key is in ``sent`` (already sent: a pass need not walk the calendar for them).
-
-    ``now``: an at-risk alarm whose deadline has passed by then comes at its deadline,
-    its own moment not worked out (a pass that finds a deadline passed sends both alarms
-    at once, and the at-risk one quietly); it exists, as always, only for a window with
-    time in it.
-    """
-    if not 0 < at_risk < 1:
-        raise ValueError(f"at_risk must be a fraction between 0 and 1 (e.g. 0.8), got {at_risk}")
-    out: list[Alarm] = []
-    pending: tuple[tuple[Literal["assign", "respond"], Deadline | None], ...] = (
-        ("assign", clocks.assign),
-        ("respond", clocks.respond),
-    )
-    for clock, deadline in pending:
-        if deadline is None:
-            continue
-        # Keyed by the deadline, in UTC: a replay that reproduces it finds the alarm already
-        # sent; a re-stamp that moves it (assignment, reclassification) warns afresh.
-        due = deadline.due.astimezone(UTC).isoformat()
-        key = f"{clock}:at_risk:{due}"
-        if key not in sent:
-            if now is not None and deadline.due <= now:
-                risky = deadline.due if _has_window(deadline, calendar) else None
-            else:
-                risky = _risk_moment(deadline, calendar, at_risk)
-            if risky is not None:
-                out.append(Alarm(clock, "at_risk", risky, deadline.due, key))
-        key = f"{clock}:breached:{due}"
-        if key not in sent:
-            out.append(Alarm(clock, "breached", deadline.due, deadline.due, key))
-    out.sort(key=_EARLIEST_FIRST)
-    return out
-
-
-_EARLIEST_FIRST = operator.itemgetter(*(Alarm._fields.index(f) for f in ("at", "clock", "kind")))
-
-
-def _has_window(deadline: Deadline, calendar: Calendar) -> bool:
-    """Whether the deadline's window holds time to warn within (``_risk_moment`` not None)."""
-    if deadline.business:
-        return calendar.opens_before(deadline.start, deadline.due)
-    return deadline.due > deadline.start
-
-
-def _risk_moment(deadline: Deadline, calendar: Calendar, at_risk: float) -> datetime | None:
-    """When ``at_risk`` of the window has gone by; None for an empty window."""
-    if deadline.business:
-        # Whole minutes, rounded down: an early warning is harmless, a late one is not.
-        return calendar.point_within(deadline.start, deadline.due, at_risk)
-    span = deadline.due - deadline.start
-    if span.total_seconds() <= 0:
-        return None
-    return calendar.local(deadline.start + span * at_risk)
-
-
-def next_due(
-    clocks: Clocks,
-    alarms_sent: Collection[str],
-    calendar: Calendar,
-    at_risk: float,
-    *,
-    known: Sequence[Alarm] | None = None,
-) -> datetime | None:
-    """The earliest moment the scheduler has work on this ticket; None when it has none.
-
-    ``known``: ``alarms(clocks, calendar, at_risk)`` when the caller has it already (with
-    or without the sent ones).
-    """
-    moments = [t for t in (clocks.followup_due, clocks.close_due) if t is not None]
-    pending = alarms(clocks, calendar, at_risk, sent=alarms_sent) if known is None else known
-    moments += [a.at for a in pending if a.key not in alarms_sent]
-    return min(moments, default=None)

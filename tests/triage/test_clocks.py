@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triage import clock_state
+from triage.alarms import alarms, next_due
 from triage.clocks import (
     AgentResponse,
     Assigned,
@@ -25,9 +26,7 @@ from triage.clocks import (
     Opened,
     Reopened,
     Waiting,
-    alarms,
     apply,
-    next_due,
     replay,
 )
 from triage.durations import Duration
