@@ -34,7 +34,7 @@ from daemon.work import JoinedIncident, Work
 from storage import incidents
 from storage import repository as repo
 from storage.models import Incident, Ticket
-from triage.similarity import duplicate_score, incident_score, informative
+from triage.similarity import duplicate_score, incident_matches, incident_score, informative
 
 
 def collapse_duplicate(work: Work, customer: str) -> bool:
@@ -72,16 +72,14 @@ def _scan(work: Work, t: Ticket) -> list[tuple[float, repo.Candidate]]:
     """The recent tickets of other customers whose matter is like ``t``'s, with scores."""
     m = work.matching
     since = t.created_at - timedelta(minutes=m.incident_window_minutes)
-    close: list[tuple[float, repo.Candidate]] = []
-    for cand in repo.tickets_created_since(
+    cands = repo.tickets_created_since(
         work.session, since, limit=m.incident_candidates, category=t.category or None
-    ):
-        if cand.id == t.id or cand.customer == t.customer:
-            continue
-        score = incident_score(t.match_text, cand.match_text)
-        if score >= m.incident_similarity:
-            close.append((score, cand))
-    return close
+    )
+    texts = [None if c.id == t.id or c.customer == t.customer else c.match_text for c in cands]
+    return [
+        (score, cands[i])
+        for i, score in incident_matches(t.match_text, texts, m.incident_similarity)
+    ]
 
 
 def _join_open(work: Work, t: Ticket, close: list[tuple[float, repo.Candidate]]) -> bool:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from triage import replytoken
-from triage.similarity import duplicate_score, fingerprint, incident_score, informative
+from triage.similarity import (
+    duplicate_score,
+    fingerprint,
+    incident_matches,
+    incident_score,
+    informative,
+)
 
 KEY = replytoken.new_key()
 
@@ -61,3 +68,32 @@ def test_duplicates_need_near_identical_text_incidents_shared_words() -> None:
     assert duplicate_score(a, c) < 0.85 <= incident_score(a, c) or incident_score(a, c) >= 0.6
     assert incident_score(a, d) < 0.6 and duplicate_score(a, d) < 0.5
     assert duplicate_score("", a) == incident_score(a, "hola") == 0.0
+
+
+# Stems that share letters and prefixes, so that fingerprints overlap in words and in
+# characters: scores land on both sides of any threshold.
+_STEMS = st.sampled_from(
+    ["correo", "correc", "caida", "caido", "red", "redes", "fibra", "wifi", "lento", "1234"]
+)
+_FP = st.lists(_STEMS, max_size=8, unique=True).map(" ".join)
+
+
+@given(
+    _FP,
+    st.lists(st.one_of(st.none(), _FP), max_size=12),
+    st.sampled_from([0.05, 0.3, 0.5, 0.6, 0.61, 0.75, 0.9, 1.0]),
+)
+def test_incident_matches_are_the_pairwise_scores_at_or_above_the_threshold(
+    fp: str, others: list[str | None], least: float
+) -> None:
+    expected = [
+        (i, score)
+        for i, other in enumerate(others)
+        if other is not None and (score := incident_score(fp, other)) >= least
+    ]
+    assert incident_matches(fp, others, least) == expected
+
+
+def test_incident_matches_refuses_a_threshold_that_would_match_everything() -> None:
+    with pytest.raises(ValueError, match="above 0"):
+        incident_matches("correo caida red", ["correo caida red"], 0.0)
