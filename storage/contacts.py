@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from storage.models import AuthorisedContact
@@ -29,15 +29,19 @@ def normalise(pattern: str) -> str:
     return pattern.strip().strip("<>").strip().lower()
 
 
+# Every ingested message asks: built once, not a select() and its cache key each time.
+_AUTHORISING = select(AuthorisedContact).where(
+    AuthorisedContact.pattern.in_([bindparam("address"), bindparam("domain")])
+)
+
+
 def authorisation(session: Session, address: str) -> Authorisation | None:
     """The entry authorising ``address`` (by address, else by domain), or None."""
     address = normalise(address)
     if "@" not in address:
         return None
     domain = "@" + address.rpartition("@")[2]
-    rows = session.scalars(
-        select(AuthorisedContact).where(AuthorisedContact.pattern.in_([address, domain]))
-    ).all()
+    rows = session.scalars(_AUTHORISING, {"address": address, "domain": domain}).all()
     for wanted in (address, domain):
         for row in rows:
             if row.pattern == wanted:
