@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from daemon.config_desk import OutboundConfig
@@ -36,16 +36,20 @@ def thread_ids(session: Session, ticket_id: int | None) -> list[str]:
     """Message-IDs of the ticket's stored messages, oldest first (ids only: never the raw)."""
     if ticket_id is None:
         return []
-    rows = session.execute(
-        select(Message.message_id)
-        .where(
-            Message.ticket_id == ticket_id,
-            Message.state == "done",
-            Message.message_id_generated.is_(False),
-        )
-        .order_by(Message.id)
+    return list(session.scalars(_THREAD_IDS, {"ticket_id": ticket_id}))
+
+
+# The sender asks for every mail it composes: built once (a select() and its cache key
+# per call cost as much as the query).
+_THREAD_IDS = (
+    select(Message.message_id)
+    .where(
+        Message.ticket_id == bindparam("ticket_id"),
+        Message.state == "done",
+        Message.message_id_generated.is_(False),
     )
-    return [mid for (mid,) in rows]
+    .order_by(Message.id)
+)
 
 
 def nonces(count: int) -> list[str]:
