@@ -234,8 +234,11 @@ class Instance:
     def __post_init__(self) -> None:
         self.log_path = self.root / "buzon.log"
 
-    def write_config(self, database: str, relay: int, workers: int, nice: int) -> Path:
+    def write_config(
+        self, database: str, relay: int, workers: int, nice: int, candidates: int = 0
+    ) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
+        matching = f"[matching]\nincident_candidates = {candidates}\n" if candidates else ""
         path = self.root / "buzon.toml"
         path.write_text(
             f'[storage]\ndatabase = "{database}"\nspool = "{self.root / "spool"}"\n'
@@ -244,7 +247,7 @@ class Instance:
             'domains = ["example.com"]\n'
             f"[pipeline]\nparse_workers = {workers}\nnice = {nice}\n"
             '[log]\nlevel = "info"\nformat = "json"\n'
-            f'[outbound]\nrelay = "{HOST}:{relay}"\nfrom = "soporte@example.com"\n'
+            f'[outbound]\nrelay = "{HOST}:{relay}"\nfrom = "soporte@example.com"\n{matching}'
         )
         return path
 
@@ -503,7 +506,7 @@ def run_round(n: int, args: argparse.Namespace, tmp: Path, relay: int, run: str)
         baseline = baseline_inserts(url, corpus, args.baseline) if args.baseline > 0 else 0.0
         instances = [Instance(tmp / f"n{n}-{i}", free_port()) for i in range(n)]
         for inst in instances:
-            inst.write_config(url, relay, args.parse_workers, args.nice)
+            inst.write_config(url, relay, args.parse_workers, args.nice, args.incident_candidates)
         try:
             start_all(instances, env)
             w = load_and_drain(instances, url, args, corpus)
@@ -619,6 +622,13 @@ def main() -> int:
     p.add_argument("--drain", type=float, default=120.0, help="seconds to finish after the load")
     p.add_argument("--parse-workers", type=int, default=1, help="[pipeline] parse_workers")
     p.add_argument("--nice", type=int, default=19, help="[pipeline] nice of the ingest process")
+    p.add_argument(
+        "--incident-candidates",
+        type=int,
+        default=0,
+        metavar="N",
+        help="[matching] incident_candidates (default: the daemon's, 500)",
+    )
     p.add_argument("--baseline", type=float, default=5.0, help="seconds of raw inserts")
     p.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--tmpdir", default=None)
@@ -636,7 +646,8 @@ def main() -> int:
     print(
         f"bench/scale.py: {args.rate:g} msg/s offered for {args.duration:g} s per round, "
         f"instances {counts}, {args.clients} connections per instance, "
-        f"parse_workers {args.parse_workers}, ingest nice {args.nice}; "
+        f"parse_workers {args.parse_workers}, ingest nice {args.nice}, "
+        f"incident_candidates {args.incident_candidates or 'default'}; "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )

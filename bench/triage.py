@@ -15,7 +15,7 @@ messages/s on one core. What is measured, in one process pinned to one CPU:
   timed on its own.
 * **incident lookup**: ``daemon.similar.incident`` itself, for a ticket this message
   just opened (inserted and flushed before the clock starts, with the category the
-  classifier gave the message): ``repo.tickets_created_since`` + ``incident_score``,
+  classifier gave the message): ``repo.tickets_created_since`` + ``incident_matches``,
   then linking to the open incident or detecting one. It is timed for every probe
   message, including the ones the duplicate step would have collapsed.
 
