@@ -252,12 +252,19 @@ def triage_of(session: Session, ticket: Ticket) -> dict[str, Any]:
 
 
 def contact_for(session: Session, address: str, name: str, customer: str, at: datetime) -> Contact:
-    """The contact for ``address``, created on first sight."""
+    """The contact for ``address``, created on first sight.
+
+    A new one is not flushed here (its row goes with the ticket's): callers read only its
+    values. Ingest runs without autoflush, so one added earlier in this transaction is
+    found among the session's pending objects, not by the query.
+    """
     contact = session.scalar(_CONTACT, {"address": address})
+    if contact is None:
+        pending = (o for o in session.new if isinstance(o, Contact) and o.address == address)
+        contact = next(pending, None)
     if contact is None:
         contact = Contact(address=address, name=name, customer=customer, created_at=at)
         session.add(contact)
-        session.flush()
     return contact
 
 

@@ -14,8 +14,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
+from storage import repository as repo
 from storage.engine import Database, current_revision, head_revision
-from storage.models import Base, Message
+from storage.models import Base, Contact, Message
 from storage.types import clean_text
 
 HOSTILE = "a\x00b \ud800 c\x1b[31m ñ 文字 \U0001f600"
@@ -145,3 +146,18 @@ def test_instances_starting_together_migrate_a_fresh_postgresql_once(pg_url: str
         assert current_revision(db.engine) == head_revision()
     finally:
         db.dispose()
+
+
+def test_a_new_contact_is_made_once_per_transaction_without_autoflush(db: Database) -> None:
+    """Ingest runs without autoflush: a second look-up in the same transaction finds the
+    contact the first one added (not yet written), and one row is stored."""
+    at = datetime.now(UTC)
+    with db.transaction() as s, s.no_autoflush:
+        first = repo.contact_for(s, "ana@cliente.es", "Ana", "cliente.es", at)
+        again = repo.contact_for(s, "ana@cliente.es", "Ana R.", "otro", at)
+        other = repo.contact_for(s, "luis@cliente.es", "Luis", "cliente.es", at)
+        assert again is first and other is not first
+    with db.session() as s:
+        rows = s.execute(select(Contact.address, Contact.name).order_by(Contact.address)).all()
+        assert [tuple(r) for r in rows] == [("ana@cliente.es", "Ana"), ("luis@cliente.es", "Luis")]
+        assert repo.contact_for(s, "ana@cliente.es", "x", "y", at).name == "Ana"
