@@ -641,7 +641,8 @@ class Desk:
         return dup, inc, outcomes
 
     def candidates(self, probes: Sequence[Probe]) -> tuple[list[int], list[int], list[Any]]:
-        """What the two queries return per probe (untimed): counts and the rows' times."""
+        """What the two queries return per probe (untimed): counts, and the duplicate
+        candidates' times and the incident candidates' fingerprints (ids differ by size)."""
         m = config_mod.MatchingConfig()
         dup, inc, seen = [], [], []
         with self.db.session() as s:
@@ -660,7 +661,7 @@ class Desk:
                 )
                 dup.append(len(a))
                 inc.append(len(b))
-                seen.append(([t.created_at for t in a], [t.created_at for t in b]))
+                seen.append(([t.created_at for t in a], [t.match_text for t in b]))
             s.rollback()
         return dup, inc, seen
 
