@@ -177,6 +177,15 @@ class Candidate(NamedTuple):
     incident_id: int | None
 
 
+_CREATED_SINCE = (
+    select(Ticket.id, Ticket.customer, Ticket.match_text, Ticket.incident_id)
+    .where(Ticket.created_at >= bindparam("since"), Ticket.status != MERGED)
+    .order_by(Ticket.created_at.desc())
+    .limit(bindparam("limit"))
+)
+_CREATED_IN_CATEGORY = _CREATED_SINCE.where(Ticket.category == bindparam("category"))
+
+
 def tickets_created_since(
     session: Session, since: datetime, *, limit: int, category: str | None = None
 ) -> list[Candidate]:
@@ -192,15 +201,6 @@ def tickets_created_since(
         params["category"] = category
         return [Candidate(*row) for row in session.execute(_CREATED_IN_CATEGORY, params)]
     return [Candidate(*row) for row in session.execute(_CREATED_SINCE, params)]
-
-
-_CREATED_SINCE = (
-    select(Ticket.id, Ticket.customer, Ticket.match_text, Ticket.incident_id)
-    .where(Ticket.created_at >= bindparam("since"), Ticket.status != MERGED)
-    .order_by(Ticket.created_at.desc())
-    .limit(bindparam("limit"))
-)
-_CREATED_IN_CATEGORY = _CREATED_SINCE.where(Ticket.category == bindparam("category"))
 
 
 def open_ticket_for_requester(
