@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, case, select, update
+from sqlalchemy import ColumnElement, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from storage.models import Incident, Ticket
@@ -66,6 +66,36 @@ def attach_unlinked(
     return [t for t in tickets if t.id in linked]
 
 
+# In an outage every linked ticket runs these: built once, with bound parameters. The
+# CASE's result is typed by hand (a bare bound value there would skip the column's own
+# conversion of the time).
+_ROW = update(Incident).where(Incident.id == bindparam("incident_id"))
+_ADD = (
+    _ROW.values(
+        ticket_count=Incident.ticket_count + bindparam("tickets"),
+        customer_count=Incident.customer_count + bindparam("customers"),
+        last_at=case(
+            (Incident.last_at < bindparam("at"), bindparam("at", type_=Incident.last_at.type)),
+            else_=Incident.last_at,
+        ),
+    )
+    .returning(Incident.ticket_count, Incident.customer_count)
+    .execution_options(synchronize_session=False)
+)
+_SEEN = (
+    select(Ticket.customer)
+    .where(
+        Ticket.incident_id == bindparam("incident_id"),
+        Ticket.customer.in_(bindparam("linked_customers", expanding=True)),
+        Ticket.id.not_in(bindparam("ids", expanding=True)),
+    )
+    .distinct()
+)
+_UNCOUNT = _ROW.values(
+    customer_count=Incident.customer_count - bindparam("seen")
+).execution_options(synchronize_session=False)
+
+
 def count_link(
     session: Session, incident_id: int, linked: Sequence[tuple[int, str]], at: datetime
 ) -> tuple[int, int]:
@@ -73,36 +103,26 @@ def count_link(
     incident's row; the new (ticket_count, customer_count)."""
     if not linked:
         raise ValueError("count_link needs at least one linked ticket")
-    row = update(Incident).where(Incident.id == incident_id)
     ids = [i for i, _ in linked]
     customers_linked = {c for _, c in linked}
     # Counted as new customers first: in an outage nearly every link is one, and the row
     # stays locked from here to commit, so the common case is one statement shorter.
     tickets, customers = session.execute(
-        row.values(
-            ticket_count=Incident.ticket_count + len(ids),
-            customer_count=Incident.customer_count + len(customers_linked),
-            last_at=case((Incident.last_at < at, at), else_=Incident.last_at),
-        )
-        .returning(Incident.ticket_count, Incident.customer_count)
-        .execution_options(synchronize_session=False)
+        _ADD,
+        {
+            "incident_id": incident_id,
+            "tickets": len(ids),
+            "customers": len(customers_linked),
+            "at": at,
+        },
     ).one()
     seen = set(
         session.scalars(
-            select(Ticket.customer)
-            .where(
-                Ticket.incident_id == incident_id,
-                Ticket.customer.in_(customers_linked),
-                Ticket.id.not_in(ids),
-            )
-            .distinct()
+            _SEEN,
+            {"incident_id": incident_id, "linked_customers": list(customers_linked), "ids": ids},
         )
     )
     if seen:
-        session.execute(
-            row.values(customer_count=Incident.customer_count - len(seen)).execution_options(
-                synchronize_session=False
-            )
-        )
+        session.execute(_UNCOUNT, {"incident_id": incident_id, "seen": len(seen)})
         customers -= len(seen)
     return int(tickets), int(customers)
