@@ -137,11 +137,15 @@ class Corpus:
     def sender(self, seq: int) -> str:
         return f"cliente{seq % self.customers}@empresa{seq % 97}.example.net"
 
+    def text(self, words: int = 64) -> tuple[str, str]:
+        """A new matter's subject (its first 4 words) and body lines (10 words each)."""
+        w = self.rnd.sample(self.words, words)
+        lines = [" ".join(w[i : i + 10]) for i in range(4, words, 10)]
+        return " ".join(w[:4]).capitalize(), ".\r\n".join(lines)
+
     def make(self, seq: int) -> bytes:
-        words = self.rnd.sample(self.words, 64)
-        subject = " ".join(words[:4]).capitalize()
-        lines = [" ".join(words[i : i + 10]) for i in range(4, 64, 10)]
-        body = "Hola,\r\n\r\n" + ".\r\n".join(lines) + ".\r\n\r\nGracias,\r\nCliente\r\n"
+        subject, text = self.text()
+        body = "Hola,\r\n\r\n" + text + ".\r\n\r\nGracias,\r\nCliente\r\n"
         return (
             f"From: Cliente {seq % self.customers} <{self.sender(seq)}>\r\n"
             f"To: Soporte <{RCPT}>\r\n"
