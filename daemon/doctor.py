@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.admin_common import NET_TIMEOUT, clean, describe_error, read_schema
-from daemon.config import LOOPBACK, Config, ImapAccount, unresolved_credential
+from daemon.config import Config, ImapAccount
+from daemon.config_checks import LOOPBACK, unresolved_credential
 from daemon.spool import MIN_FREE_INODES
 
 MODEL_TIMEOUT = 10.0  # doctor: loading a Vosk model in a child process
