@@ -63,9 +63,9 @@ def open_ticket(
         match_text=work.fingerprint,
     )
     work.session.add(ticket)
+    msg.ticket = ticket  # before the flush: the message row goes in with its ticket id
     work.session.flush()
     ticket.ref = ref_for(ticket.id)
-    msg.ticket = ticket
     repo.add_event(
         work.session,
         ticket,
