@@ -53,19 +53,31 @@ def _same_message(existing: Message, work: Work) -> bool:
     return existing.from_addr == sender and _body(existing.raw) == _body(work.raw)
 
 
+def _stored_before(work: Work) -> tuple[Message | None, str]:
+    """The stored message this one repeats, and why: the same bytes, else the same
+    Message-ID, sender and body (a generated Message-ID matches nothing)."""
+    p = work.parsed
+    if p is None or p.message_id_generated:
+        return repo.message_by_sha(work.session, work.sha256), "same raw bytes"
+    # Locked before the one look-up of both: the Message-ID half must see what a concurrent
+    # instance storing the same message commits (``lock_message_id``).
+    repo.lock_message_id(work.session, p.message_id)
+    found = repo.messages_by_sha_or_message_id(work.session, work.sha256, p.message_id)
+    for candidate in found:
+        if candidate.raw_sha256 == work.sha256:
+            return candidate, "same raw bytes"
+    for candidate in found:
+        if candidate.message_id == p.message_id and _same_message(candidate, work):
+            return candidate, "same Message-ID, sender and body"
+    return None, ""
+
+
 def dedupe(work: Work) -> None:
     """End here when this delivery, these bytes or this message were stored before."""
     if repo.delivery_by_spool_id(work.session, work.spool_id) is not None:
         work.outcome = "already_stored"  # committed before a crash, spool file not yet removed
         raise Done
-    existing = repo.message_by_sha(work.session, work.sha256)
-    reason = "same raw bytes"
-    if existing is None and work.parsed is not None and not work.parsed.message_id_generated:
-        repo.lock_message_id(work.session, work.parsed.message_id)
-        for candidate in repo.messages_by_message_id(work.session, work.parsed.message_id):
-            if _same_message(candidate, work):
-                existing, reason = candidate, "same Message-ID, sender and body"
-                break
+    existing, reason = _stored_before(work)
     if existing is None:
         return
     work.session.add(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, func, or_, select, text
 from sqlalchemy.orm import Session, load_only, selectinload
 
 from storage.models import Contact, Delivery, Message, Ticket, TicketEvent
@@ -27,7 +27,9 @@ _LIVE = (OPEN, MERGED, CLOSED)
 
 
 _BY_SHA = select(Message).where(Message.raw_sha256 == bindparam("sha"))
-_BY_MESSAGE_ID = select(Message).where(Message.message_id == bindparam("mid"))
+_BY_SHA_OR_MESSAGE_ID = select(Message).where(
+    or_(Message.raw_sha256 == bindparam("sha"), Message.message_id == bindparam("mid"))
+)
 _BY_SPOOL_ID = select(Delivery).where(Delivery.spool_id == bindparam("spool_id"))
 _CONTACT = select(Contact).where(Contact.address == bindparam("address"))
 
@@ -36,8 +38,10 @@ def message_by_sha(session: Session, sha256: str) -> Message | None:
     return session.scalar(_BY_SHA, {"sha": sha256})
 
 
-def messages_by_message_id(session: Session, message_id: str) -> list[Message]:
-    return list(session.scalars(_BY_MESSAGE_ID, {"mid": message_id}))
+def messages_by_sha_or_message_id(session: Session, sha256: str, message_id: str) -> list[Message]:
+    """The message of these bytes and those of this Message-ID, in one statement (each
+    statement a message makes costs ~0.3 ms of the ingest process's CPU on PostgreSQL)."""
+    return list(session.scalars(_BY_SHA_OR_MESSAGE_ID, {"sha": sha256, "mid": message_id}))
 
 
 def lock_message_id(session: Session, message_id: str) -> None:
