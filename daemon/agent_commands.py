@@ -107,7 +107,6 @@ def reply(cfg: Config, args: argparse.Namespace) -> int:
         if "@" not in t.requester:
             raise UsageError(f"{t.ref}'s requester {t.requester!r} has no mail address")
         mail = outbound.write(s, t, "reply", now, values={"body": body, "agent": agent})
-        s.flush()
         clocks = sla.respond(s, t, cfg.desk.sla, now, agent=agent, via="reply")
         if args.wait:
             clocks = sla.wait(s, t, cfg.desk.sla, now, by=agent)

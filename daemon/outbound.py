@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, select
@@ -91,6 +91,14 @@ def spoken(duration: Duration, language: str) -> str:
 def reply_token_key() -> settings_repo.Permanent:
     """The key reply tokens are signed with: one per database, shared by every instance."""
     return settings_repo.Permanent(settings_repo.REPLY_TOKEN_KEY, replytoken.new_key)
+
+
+class Queued(NamedTuple):
+    """A mail ``Outbound.write`` queued: its outbox row's id, Message-ID and recipient."""
+
+    id: int
+    message_id: str
+    recipient: str
 
 
 class Outbound:
@@ -174,8 +182,9 @@ class Outbound:
         to: str = "",
         to_name: str = "",
         due: datetime | None = None,
-    ) -> OutboxMail:
-        """Queue ``kind`` for ``ticket`` in the outbox (added, not flushed)."""
+    ) -> Queued:
+        """Queue ``kind`` for ``ticket`` in the outbox: the row is inserted now, so its id
+        can go into the event that records it without flushing the session."""
         values_ = self.row(
             session,
             ticket_id=ticket.id,
@@ -189,7 +198,8 @@ class Outbound:
             to_name=to_name,
             due=due,
         )
-        return outbox.enqueue(session, OutboxMail(**values_))
+        mail_id = outbox.enqueue(session, values_)
+        return Queued(mail_id, values_["message_id"], values_["recipient"])
 
     def compose_row(self, session: Session, row: OutboxMail, now: datetime) -> None:
         """Build a queued row's bytes from its spec (ValueError when they cannot be)."""

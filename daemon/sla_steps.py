@@ -97,7 +97,6 @@ def acknowledge(work: Work) -> None:
     mail = work.outbound.write(
         work.session, ticket, "ack", work.now, values=values, to_name=msg.from_name
     )
-    work.session.flush()
     repo.add_event(
         work.session,
         ticket,

@@ -10,7 +10,7 @@ PostgreSQL. Per-address token buckets bound automatic mail to one address
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -23,16 +23,23 @@ from storage.models import OutboxMail, RateBucket
 PENDING, SENDING, SENT, FAILED, CANCELLED = "pending", "sending", "sent", "failed", "cancelled"
 
 
-def enqueue(session: Session, mail: OutboxMail) -> OutboxMail:
-    """Add ``mail`` as pending (due at its ``due_at``) in the caller's transaction."""
-    mail.state = PENDING
-    mail.attempts = mail.attempts or 0
-    session.add(mail)
-    return mail
-
-
 _TABLE = cast(Table, OutboxMail.__table__)
 _INSERT = insert(_TABLE)
+_INSERT_ONE = _INSERT.returning(_TABLE.c.id)
+
+
+def enqueue(session: Session, row: Mapping[str, Any]) -> int:
+    """Insert one pending row (due at its ``due_at``) in the caller's transaction, now;
+    its id.
+
+    Inserted at once rather than added to the session: the caller records the id in a
+    ticket event, and a flush of the whole session to learn it was one more unit-of-work
+    pass for every message acknowledged.
+    """
+    values = {**row, "state": PENDING, "attempts": row.get("attempts") or 0}
+    return int(session.execute(_INSERT_ONE, values).scalar_one())
+
+
 _CANCEL = (
     update(_TABLE)
     .where(

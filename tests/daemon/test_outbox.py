@@ -158,22 +158,20 @@ def raw_mail(n: int) -> bytes:
 
 def add_mail(db: Database, clock: Clock, n: int = 1, *, envelope_from: str = "") -> int:
     with db.transaction() as s:
-        mail = box.enqueue(
+        return box.enqueue(
             s,
-            OutboxMail(
-                ticket_id=None,
-                kind="ack",
-                recipient=f"ana{n}@cliente.example",
-                envelope_from=envelope_from,
-                message_id=f"<out-{n}@desk.example>",
-                subject=f"[#{n}] Recibido",
-                raw=raw_mail(n),
-                created_at=clock(),
-                due_at=clock(),
-            ),
+            {
+                "ticket_id": None,
+                "kind": "ack",
+                "recipient": f"ana{n}@cliente.example",
+                "envelope_from": envelope_from,
+                "message_id": f"<out-{n}@desk.example>",
+                "subject": f"[#{n}] Recibido",
+                "raw": raw_mail(n),
+                "created_at": clock(),
+                "due_at": clock(),
+            },
         )
-        s.flush()
-        return mail.id
 
 
 def row(db: Database, mail_id: int) -> OutboxMail:
@@ -576,24 +574,20 @@ def _wait_listening(port: int) -> None:
 def queue_spec(db: Database, clock: Clock, outbound: Outbound, n: int) -> int:
     """A row queued as the daemon queues it: a spec, composed by the sender at its claim."""
     with db.transaction() as s:
-        mail = box.enqueue(
+        return box.enqueue(
             s,
-            OutboxMail(
-                **outbound.row(
-                    s,
-                    ticket_id=None,
-                    ref=f"B-{n}",
-                    subject="La web no carga",
-                    language="es",
-                    kind="ack",
-                    now=clock(),
-                    values={"respond_by": "mañana", "calendar_note": ""},
-                    to=f"ana{n}@cliente.example",
-                )
+            outbound.row(
+                s,
+                ticket_id=None,
+                ref=f"B-{n}",
+                subject="La web no carga",
+                language="es",
+                kind="ack",
+                now=clock(),
+                values={"respond_by": "mañana", "calendar_note": ""},
+                to=f"ana{n}@cliente.example",
             ),
         )
-        s.flush()
-        return mail.id
 
 
 def test_a_queued_spec_is_composed_once_and_retried_with_the_same_bytes(
