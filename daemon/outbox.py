@@ -346,23 +346,27 @@ class OutboxSender:
         with self.db.transaction() as s:
             rows = box.claim_due(s, self.holder, now, self.lease, self.batch)
             jobs = []
-            for row, before in rows:
-                if row.raw is None and not self._compose(s, row, now):
-                    continue
-                assert row.claimed_until is not None and row.raw is not None
-                jobs.append(
-                    _Job(
-                        row.id,
-                        row.kind,
-                        row.ticket_id,
-                        row.recipient,
-                        row.envelope_from,
-                        row.message_id,
-                        row.raw,
-                        row.claimed_until,
-                        before,
+            # Composing reads each row's thread; with autoflush, every read first flushed
+            # the rows claimed and composed so far (an UPDATE and a unit-of-work pass a
+            # mail). They are written together at the commit instead.
+            with s.no_autoflush:
+                for row, before in rows:
+                    if row.raw is None and not self._compose(s, row, now):
+                        continue
+                    assert row.claimed_until is not None and row.raw is not None
+                    jobs.append(
+                        _Job(
+                            row.id,
+                            row.kind,
+                            row.ticket_id,
+                            row.recipient,
+                            row.envelope_from,
+                            row.message_id,
+                            row.raw,
+                            row.claimed_until,
+                            before,
+                        )
                     )
-                )
             return jobs
 
     def _compose(self, s: Session, row: OutboxMail, now: datetime) -> bool:
