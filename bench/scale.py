@@ -15,7 +15,9 @@ What is measured, per instance count N (``--instances 1,2,3``):
   behind sends as fast as it can, so the offered rate is kept while intake keeps
   up. Messages are e-mail only (no voicemail): a new subject and a body of
   pseudo-words per message (so no duplicate or incident matching joins them), from
-  ``--customers`` senders, each with a unique ``Message-ID`` nonce.
+  ``--customers`` senders, each with a unique ``Message-ID`` nonce. ``--text long``
+  (the default) gives every message 64 content words; ``--text natural`` gives each
+  the length and stop words of a real support message (``Corpus``).
 * **latency**: from the moment the ``250`` to DATA was read by the client
   (``time.time()``) to the moment the ingest process logged ``ticket.stamped``
   for that ``Message-ID`` (``message.stored`` when the message joined a ticket
@@ -50,6 +52,7 @@ Run from the repository root (PostgreSQL must accept ``postgres`` on 127.0.0.1):
 
     .venv/bin/python bench/scale.py                                   # 1,2,3 x 300 s at 200/s
     .venv/bin/python bench/scale.py --duration 30                     # a quick look
+    .venv/bin/python bench/scale.py --duration 30 --text natural      # real mail's lengths
     .venv/bin/python bench/scale.py --instances 1 --duration 30 --profile /tmp/prof
 
 The last line printed is one JSON object with all the numbers.
@@ -81,6 +84,7 @@ from typing import Any
 import psycopg
 
 from benchlib import libpq, scratch_database, tree_cpu
+from triage.similarity import STOP_WORDS, fingerprint, informative
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -115,12 +119,21 @@ if _DIR:
 class Corpus:
     """Deterministic messages: each a new matter, from one of ``customers`` senders.
 
-    Words are random consonant-vowel strings from a 20,000-word vocabulary: two messages
-    share few stems, so duplicate and incident matching compare candidates (their real
-    cost) but join nothing; every message opens, classifies and stamps a ticket.
+    Content words are random consonant-vowel strings from a 20,000-word vocabulary: two
+    messages share few stems, so duplicate and incident matching compare candidates
+    (their real cost) but join nothing; every message opens, classifies and stamps a ticket.
+
+    ``text="long"`` (the default, as in every earlier run): 64 content words a message and
+    no stop words, so every fingerprint has 64 stems. ``text="natural"``: each message
+    takes the shape of a support message of ``tests/data/triage/tune.jsonl`` drawn at
+    random, as many content words as its fingerprint has stems and its other words stop
+    words, so fingerprints are as long as real support mail's (median 18 stems). The
+    incident scan's cost grows faster than the stems (``bench/incident_scan.py``).
     """
 
-    def __init__(self, run: str, customers: int, seed: int = 8) -> None:
+    def __init__(self, run: str, customers: int, seed: int = 8, text: str = "long") -> None:
+        if text not in TEXTS:
+            raise ValueError(f"text must be one of {', '.join(TEXTS)}, not {text!r}")
         self.run = run
         self.customers = customers
         rnd = random.Random(seed)
@@ -130,6 +143,8 @@ class Corpus:
             for _ in range(20_000)
         ]
         self.rnd = rnd
+        self.shapes = natural_shapes() if text == "natural" else []
+        self.stop = sorted(w for w in STOP_WORDS if w.isascii())
 
     def message_id(self, seq: int) -> str:
         return f"scale-{self.run}-{seq}@loadgen.example.net"
@@ -138,9 +153,16 @@ class Corpus:
         return f"cliente{seq % self.customers}@empresa{seq % 97}.example.net"
 
     def text(self, words: int = 64) -> tuple[str, str]:
-        """A new matter's subject (its first 4 words) and body lines (10 words each)."""
-        w = self.rnd.sample(self.words, words)
-        lines = [" ".join(w[i : i + 10]) for i in range(4, words, 10)]
+        """A new matter's subject (its first 4 words) and body lines (10 words each):
+        ``words`` content words, or with natural text a drawn message's shape."""
+        if self.shapes:
+            stems, total = self.rnd.choice(self.shapes)
+            w = self.rnd.sample(self.words, stems)
+            w += [self.rnd.choice(self.stop) for _ in range(total - stems)]
+            self.rnd.shuffle(w)
+        else:
+            w = self.rnd.sample(self.words, words)
+        lines = [" ".join(w[i : i + 10]) for i in range(4, len(w), 10)]
         return " ".join(w[:4]).capitalize(), ".\r\n".join(lines)
 
     def make(self, seq: int) -> bytes:
@@ -157,6 +179,23 @@ class Corpus:
             "Content-Transfer-Encoding: 8bit\r\n"
             "\r\n" + body
         ).encode()
+
+
+TEXTS = ("long", "natural")
+TUNE = REPO / "tests" / "data" / "triage" / "tune.jsonl"
+
+
+def natural_shapes() -> list[tuple[int, int]]:
+    """(fingerprint stems, words) of each message of ``TUNE`` that is long enough to match:
+    the lengths of the support mail the triage model was tuned on (es, bg)."""
+    shapes = []
+    for line in TUNE.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        fp = fingerprint(row["subject"], row["body"])
+        if informative(fp):
+            stems = fp.count(" ") + 1
+            shapes.append((stems, max(stems, len(f"{row['subject']} {row['body']}".split()))))
+    return shapes
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
@@ -504,7 +543,7 @@ def db_counts(url: str) -> dict[str, Any]:
 
 
 def run_round(n: int, args: argparse.Namespace, tmp: Path, relay: int, run: str) -> dict[str, Any]:
-    corpus = Corpus(f"{run}n{n}", args.customers)
+    corpus = Corpus(f"{run}n{n}", args.customers, text=args.text)
     env = daemon_env(n, args, tmp)
     with scratch_database(args.pg, "buzon_scale") as (url, _name):
         baseline = baseline_inserts(url, corpus, args.baseline) if args.baseline > 0 else 0.0
@@ -633,6 +672,12 @@ def main() -> int:
         metavar="N",
         help="[matching] incident_candidates (default: the daemon's, 500)",
     )
+    p.add_argument(
+        "--text",
+        choices=TEXTS,
+        default="long",
+        help="long: 64 content words a message; natural: real support mail's lengths",
+    )
     p.add_argument("--baseline", type=float, default=5.0, help="seconds of raw inserts")
     p.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--tmpdir", default=None)
@@ -651,7 +696,7 @@ def main() -> int:
         f"bench/scale.py: {args.rate:g} msg/s offered for {args.duration:g} s per round, "
         f"instances {counts}, {args.clients} connections per instance, "
         f"parse_workers {args.parse_workers}, ingest nice {args.nice}, "
-        f"incident_candidates {args.incident_candidates or 'default'}; "
+        f"incident_candidates {args.incident_candidates or 'default'}, {args.text} text; "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
