@@ -402,15 +402,16 @@ class OutboxSender:
     def _settle(self, job: _Job, failure: Failure | None) -> tuple[str, int, float] | None:
         """Record the attempt's outcome; (state, attempts, retry_in), None if the lease was lost."""
         now = self.clock()
+        if failure is None:  # the common case, in one statement
+            with self.db.transaction() as s:
+                attempts = box.mark_sent(s, job.id, self.holder, now)
+            return None if attempts is None else (box.SENT, attempts, 0.0)
         with self.db.transaction() as s:
             row = s.get(OutboxMail, job.id, with_for_update=True)
             if not self._ours(row):
                 return None
             row.attempts += 1
             row.claimed_by, row.claimed_until = "", None
-            if failure is None:
-                row.state, row.sent_at, row.last_error = box.SENT, now, ""
-                return box.SENT, row.attempts, 0.0
             row.last_error = failure.error
             if failure.permanent or row.attempts >= self.cfg.max_attempts:
                 row.state = box.FAILED

@@ -103,6 +103,37 @@ def claim_due(
     return out
 
 
+_SENT = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.id == bindparam("b_id"),
+        _TABLE.c.state == SENDING,
+        _TABLE.c.claimed_by == bindparam("b_holder"),
+    )
+    .values(
+        state=SENT,
+        attempts=_TABLE.c.attempts + 1,
+        claimed_by="",
+        claimed_until=None,
+        sent_at=bindparam("b_now"),
+        last_error="",
+    )
+    .returning(_TABLE.c.attempts)
+)
+
+
+def mark_sent(session: Session, mail_id: int, holder: str, now: datetime) -> int | None:
+    """Record that ``holder`` sent the row it leased: its attempts now, or None when the
+    lease is no longer ``holder``'s (another sender took the row over; it is left alone).
+
+    One UPDATE: reading the row first (for update) loaded its bytes and spec to change
+    five columns, for every mail sent.
+    """
+    params = {"b_id": mail_id, "b_holder": holder, "b_now": now}
+    attempts = session.execute(_SENT, params).scalar_one_or_none()
+    return None if attempts is None else int(attempts)
+
+
 def expire_claims(session: Session, holder: str, now: datetime) -> int:
     """End the leases ``holder`` took in an earlier life; how many rows it held.
 
