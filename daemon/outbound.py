@@ -13,7 +13,7 @@ customer's reply threads even when their client drops In-Reply-To.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
@@ -39,12 +39,32 @@ def thread_ids(session: Session, ticket_id: int | None) -> list[str]:
     return list(session.scalars(_THREAD_IDS, {"ticket_id": ticket_id}))
 
 
+def threads(session: Session, ticket_ids: Collection[int]) -> dict[int, list[str]]:
+    """``thread_ids`` of each of ``ticket_ids``, in one query: a claim that composes a
+    scheduler pass's follow-ups holds up to a batch of them."""
+    out: dict[int, list[str]] = {tid: [] for tid in ticket_ids}
+    if out:
+        for tid, mid in session.execute(_THREADS, {"ids": list(out)}):
+            if tid is not None:  # never, by the query; the column is nullable
+                out[tid].append(mid)
+    return out
+
+
 # The sender asks for every mail it composes: built once (a select() and its cache key
 # per call cost as much as the query).
 _THREAD_IDS = (
     select(Message.message_id)
     .where(
         Message.ticket_id == bindparam("ticket_id"),
+        Message.state == "done",
+        Message.message_id_generated.is_(False),
+    )
+    .order_by(Message.id)
+)
+_THREADS = (
+    select(Message.ticket_id, Message.message_id)
+    .where(
+        Message.ticket_id.in_(bindparam("ids", expanding=True)),
         Message.state == "done",
         Message.message_id_generated.is_(False),
     )
@@ -201,12 +221,22 @@ class Outbound:
         mail_id = outbox.enqueue(session, values_)
         return Queued(mail_id, values_["message_id"], values_["recipient"])
 
-    def compose_row(self, session: Session, row: OutboxMail, now: datetime) -> None:
-        """Build a queued row's bytes from its spec (ValueError when they cannot be)."""
+    def compose_row(
+        self,
+        session: Session,
+        row: OutboxMail,
+        now: datetime,
+        *,
+        thread: Sequence[str] | None = None,
+    ) -> None:
+        """Build a queued row's bytes from its spec (ValueError when they cannot be);
+        ``thread``: its ticket's ``thread_ids`` when the caller read them already."""
         spec = row.spec or {}
         kind = cast(Kind, spec.get("kind", row.kind))
         ref = str(spec.get("ref", ""))
-        ids = thread_ids(session, row.ticket_id) if kind != "breach" else []
+        ids: list[str] = []
+        if kind != "breach":
+            ids = list(thread) if thread is not None else thread_ids(session, row.ticket_id)
         references = tuple(ids[:1] + ids[1:][-(MAX_REFERENCES - 1) :]) if ids else ()
         reply_to = ""
         if kind != "breach":

@@ -7,8 +7,10 @@ deadlines runs in milliseconds; the database, spool, parser and templates are re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
+import email.message
 import email.policy
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,10 +26,12 @@ from sqlalchemy import select
 from daemon import sla
 from daemon.config import Config
 from daemon.ingest import Outcome
+from daemon.outbox import OutboxSender
 from daemon.parts import Parts, open_parts
 from daemon.scheduler import Scheduler
 from storage import repository as repo
 from storage.models import OutboxMail, Ticket
+from support.daemon import serving
 from support.mail import message
 
 MADRID = ZoneInfo("Europe/Madrid")
@@ -717,3 +721,51 @@ def test_schedulers_of_several_instances_do_each_due_item_once_on_postgresql(
             ]
     assert sorted(m.ticket_id for m in mails) == sorted(expected)  # one mail per ticket
     assert sorted(sent) == sorted(expected)  # one event per ticket
+
+
+class _Keep:
+    """A relay that accepts and keeps every mail."""
+
+    def __init__(self) -> None:
+        self.got: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw = bytes(envelope.original_content or envelope.content)
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(msg, email.message.EmailMessage)
+        self.got.append(msg)
+        return "250 2.0.0 queued"
+
+
+def test_one_claim_threads_each_mail_on_its_own_ticket(
+    desk: tuple[Parts, Config, Clock],
+) -> None:
+    """The sender reads the threads of a claim's mails in one query: each mail still
+    answers its own ticket's newest message and names that ticket's thread, in order."""
+    parts, cfg, clock = desk
+    threads: dict[str, list[str]] = {}
+    for who in ("ana", "bea", "eva"):
+        mid = f"<{who}-1@cliente.es>"
+        body = f"Hola,\n{who} no recibe la factura de noviembre {who}.\n"
+        raw = message(f"Factura {who}", sender=f"{who}@{who}.example", message_id=mid, body=body)
+        threads[f"{who}@{who}.example"] = [mid]
+        ingest(parts, clock, raw, f"{who}@{who}.example")
+    # A second message on ana's ticket before anything is sent: her ack answers that one.
+    reply = message(
+        "Re: Factura ana",
+        sender="ana@ana.example",
+        message_id="<ana-2@cliente.es>",
+        headers="In-Reply-To: <ana-1@cliente.es>\r\n",
+    )
+    ingest(parts, clock, reply, "ana@ana.example")
+    threads["ana@ana.example"].append("<ana-2@cliente.es>")
+    keep = _Keep()
+    with serving(keep) as port:
+        relay = replace(cfg.desk.outbound, relay=f"127.0.0.1:{port}", timeout=5.0)
+        sender = OutboxSender(parts.db, relay, clock=clock, holder="test:1")
+        assert asyncio.run(sender.run_once()) == 3
+    got = {m["To"].addresses[0].addr_spec: m for m in keep.got}
+    assert sorted(got) == sorted(threads)
+    for to, thread in threads.items():
+        assert got[to]["In-Reply-To"] == thread[-1]
+        assert str(got[to]["References"]).split() == thread
