@@ -34,9 +34,7 @@ MAX_REFERENCES = 20
 
 def thread_ids(session: Session, ticket_id: int | None) -> list[str]:
     """Message-IDs of the ticket's stored messages, oldest first (ids only: never the raw)."""
-    if ticket_id is None:
-        return []
-    return list(session.scalars(_THREAD_IDS, {"ticket_id": ticket_id}))
+    return threads(session, [ticket_id])[ticket_id] if ticket_id is not None else []
 
 
 def threads(session: Session, ticket_ids: Collection[int]) -> dict[int, list[str]]:
@@ -50,17 +48,8 @@ def threads(session: Session, ticket_ids: Collection[int]) -> dict[int, list[str
     return out
 
 
-# The sender asks for every mail it composes: built once (a select() and its cache key
+# The sender asks for every claim it composes: built once (a select() and its cache key
 # per call cost as much as the query).
-_THREAD_IDS = (
-    select(Message.message_id)
-    .where(
-        Message.ticket_id == bindparam("ticket_id"),
-        Message.state == "done",
-        Message.message_id_generated.is_(False),
-    )
-    .order_by(Message.id)
-)
 _THREADS = (
     select(Message.ticket_id, Message.message_id)
     .where(

@@ -352,7 +352,7 @@ class OutboxSender:
             with s.no_autoflush:
                 # The threads of every row to compose in one query, not one a row.
                 fresh = {r.ticket_id for r, _ in rows if r.raw is None and r.ticket_id is not None}
-                known = threads(s, fresh) if len(fresh) > 1 else {}
+                known = threads(s, fresh)
                 for row, before in rows:
                     thread = known.get(row.ticket_id) if row.ticket_id is not None else None
                     if row.raw is None and not self._compose(s, row, now, thread):
