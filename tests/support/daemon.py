@@ -97,6 +97,10 @@ class Daemon:
     _reader: threading.Thread | None = None
 
     def start(self, wait_ready: bool = True, env: dict[str, str] | None = None) -> Daemon:
+        if self.proc is not None:
+            # The last run's pipe, left open by kill() while an orphan of it still held the
+            # write end (a slow machine): closed now, or its file is collected unclosed.
+            self._close_pipe()
         self.events.clear()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "--config", str(self.config), "run"],
