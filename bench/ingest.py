@@ -12,6 +12,9 @@ What is measured, in one process on the same in-memory corpus:
   is claimed and run through ``IngestProcessor.process`` (parse in the parser
   worker process, dedupe, store, attachments, thread, SLA stamp, commit, spool
   cleared). Timed end to end; the spooling part is also reported on its own.
+  With ``--pg`` the database is a scratch PostgreSQL one (made and dropped each
+  round) instead of SQLite: the CPU this process spends a message is then the
+  ingest process's on a scaled-out desk, without the SMTP and outbox around it.
 
 The corpus is generated deterministically from ``--seed``: plain text,
 multipart/alternative with HTML, small base64 attachments, replies with
@@ -25,6 +28,7 @@ Run from the repository root::
 
     .venv/bin/python bench/ingest.py                    # 2000 messages
     .venv/bin/python bench/ingest.py --messages 500 --profile 25
+    .venv/bin/python bench/ingest.py --messages 1000 --pg      # on 127.0.0.1:5432
 
 ``--profile N`` runs one more, separate pass of the buzon phase under cProfile
 and prints the N most expensive functions (the timed numbers are not profiled).
@@ -34,6 +38,7 @@ The last line printed is one JSON object with all the numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -54,7 +59,9 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import BASE_TOML
+from benchlib import BASE_TOML, scratch_database
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 SUPPORT = "soporte@example.com"
 START = datetime(2026, 11, 16, 8, 30, tzinfo=UTC)
@@ -176,20 +183,35 @@ def bench_parser(raws: Sequence[bytes]) -> float | None:
     return time.perf_counter() - started
 
 
-def _config(tmp: Path) -> Any:
+def _config(tmp: Path, database: str) -> Any:
     from daemon import config
 
-    return config.parse(BASE_TOML, base=tmp, source="bench")
+    toml = BASE_TOML.replace('"sqlite:///b.db"', f'"{database}"') if database else BASE_TOML
+    return config.parse(toml, base=tmp, source="bench")
 
 
-def bench_buzon(raws: Sequence[bytes], batch: int, tmpdir: str | None) -> dict[str, Any]:
-    """Spool in batches, then claim + process each entry; returns timings and outcomes."""
+def bench_buzon(
+    raws: Sequence[bytes], batch: int, tmpdir: str | None, pg: str = ""
+) -> dict[str, Any]:
+    """Spool in batches, then claim + process each entry; returns timings and outcomes.
+
+    ``pg``: an admin URL; the round runs on a scratch PostgreSQL database of its own."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(scratch_database(pg, "buzon_bench_ingest"))[0] if pg else ""
+        return _bench_buzon(raws, batch, tmpdir, url)
+
+
+def _bench_buzon(
+    raws: Sequence[bytes], batch: int, tmpdir: str | None, database: str
+) -> dict[str, Any]:
     from daemon.parts import open_parts
     from storage import repository as repo
 
     tmp = Path(tempfile.mkdtemp(prefix="buzon-bench-ingest-", dir=tmpdir))
     try:
-        with open_parts(_config(tmp), recover=False) as parts:
+        with open_parts(_config(tmp, database), recover=False) as parts:
+            if database:
+                parts.db.upgrade()
             parts.parsers.parse(raws[0])  # the parser worker is booted, not timed
             outcomes: Counter[str] = Counter()
             spool_seconds = 0.0
@@ -229,10 +251,12 @@ def bench_buzon(raws: Sequence[bytes], batch: int, tmpdir: str | None) -> dict[s
     }
 
 
-def profile_buzon(raws: Sequence[bytes], batch: int, top: int, tmpdir: str | None) -> str:
+def profile_buzon(
+    raws: Sequence[bytes], batch: int, top: int, tmpdir: str | None, pg: str = ""
+) -> str:
     profiler = cProfile.Profile()
     profiler.enable()
-    bench_buzon(raws, batch, tmpdir)
+    bench_buzon(raws, batch, tmpdir, pg)
     profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out).strip_dirs()
@@ -263,7 +287,7 @@ def _measure(
         times["parser"].append(parser_s)
         if i == 0:
             rss["parser"] = rss_mib()
-        buz = bench_buzon(raws, args.batch, args.tmpdir)
+        buz = bench_buzon(raws, args.batch, args.tmpdir, args.pg)
         times["buzon"].append(buz["seconds"])
         times["spool"].append(buz["spool_seconds"])
         times["cpu"].append(buz["cpu_seconds"])
@@ -288,6 +312,14 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=20261122)
     p.add_argument("--batch", type=int, default=64, help="spool put_many batch size")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile top N")
+    p.add_argument(
+        "--pg",
+        nargs="?",
+        const=PG_ADMIN,
+        default="",
+        metavar="ADMIN_URL",
+        help=f"store in a scratch PostgreSQL database made each round (default {PG_ADMIN})",
+    )
     p.add_argument(
         "--tmpdir", metavar="DIR", help="where the spool and database go (default: system temp)"
     )
@@ -315,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     rss: dict[str, float] = {"corpus": rss_mib()}
     print(f"corpus: {n} messages, {size / 1024:.0f} KiB, seed {args.seed}: {dict(kinds)}")
     print(
-        f"spool and database under {args.tmpdir or tempfile.gettempdir()}; {args.rounds} round(s)"
+        f"spool under {args.tmpdir or tempfile.gettempdir()}, database "
+        f"{'a scratch one beside ' + args.pg if args.pg else 'SQLite beside it'}; "
+        f"{args.rounds} round(s)"
     )
 
     measured = _measure(raws, args, rss)
@@ -352,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.profile:
         print(f"\ncProfile of a separate buzon pass (main thread, top {args.profile}):")
-        print(profile_buzon(raws, args.batch, args.profile, args.tmpdir))
+        print(profile_buzon(raws, args.batch, args.profile, args.tmpdir, args.pg))
     print(
         json.dumps(
             {
