@@ -74,12 +74,15 @@ def _stored_before(work: Work) -> tuple[Message | None, str]:
 
 def dedupe(work: Work) -> None:
     """End here when this delivery, these bytes or this message were stored before."""
-    if repo.delivery_by_spool_id(work.session, work.spool_id) is not None:
-        work.outcome = "already_stored"  # committed before a crash, spool file not yet removed
-        raise Done
     existing, reason = _stored_before(work)
     if existing is None:
+        # Nor this delivery: an entry committed before a crash (its spool file not yet
+        # removed) stored or matched a message this look-up finds again. Asked only then,
+        # which spares almost every message a query.
         return
+    if repo.delivery_by_spool_id(work.session, work.spool_id) is not None:
+        work.outcome = "already_stored"
+        raise Done
     work.session.add(
         Delivery(
             message=existing,

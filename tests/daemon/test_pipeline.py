@@ -141,6 +141,34 @@ def test_commit_before_spool_removal_is_recognised(
     assert count(parts, Delivery) == 1 and parts.spool.pending() == []
 
 
+@pytest.mark.parametrize(
+    ("first", "outcome"),
+    [
+        (message("Otra copia", message_id="<same@cliente.es>", body="hola\n"), "duplicate"),
+        (b"\x00\x01 not a message \xff", "quarantined"),
+    ],
+    ids=["duplicate-by-message-id", "quarantined"],
+)
+def test_a_recommitted_duplicate_or_quarantined_entry_is_recognised(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch, first: bytes, outcome: str
+) -> None:
+    """The crash between commit and spool removal, for an entry that stored no new copy of
+    its bytes: one that matched a stored message by Message-ID, and one quarantined."""
+    if outcome == "duplicate":
+        ingest_raw(parts, message("Uno", message_id="<same@cliente.es>", body="hola\n"))
+    entry = parts.spool.put(first, {"source": "smtp"})
+    monkeypatch.setattr(parts.spool, "complete", lambda e: None)  # "crash" before removal
+    claimed = parts.spool.claim(entry.id)
+    assert claimed is not None and parts.processor.process(claimed).outcome == outcome
+    parts.spool.release(claimed, count_attempt=False)
+    monkeypatch.undo()
+    again = parts.spool.claim(entry.id)
+    assert again is not None and parts.processor.process(again).outcome == "already_stored"
+    with parts.db.transaction() as s:
+        spooled = s.scalars(select(Delivery).where(Delivery.spool_id == entry.id)).all()
+    assert len(spooled) == 1 and parts.spool.pending() == []
+
+
 def test_unparseable_message_is_quarantined_with_raw_bytes(parts: Parts) -> None:
     """Bytes that are not a message are stored raw, quarantined with a reason, and listed."""
     junk = b"\x00\x01\x02 not a message at all \xff\xfe"
