@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,10 +17,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from daemon import pipeline
+from daemon import pipeline, similar
 from daemon.config import load
 from daemon.parts import Parts, open_parts
 from daemon.work import Work
+from storage.models import Ticket
 from support.daemon import free_port, write_config
 from support.ingest import ingest_raw
 from support.mail import message
@@ -210,3 +212,57 @@ def test_a_ticket_committed_while_the_incident_was_being_opened_joins_it_later(
     assert linked == {r: ref for r in refs.values()}, "every report is in the one incident"
     assert (tickets, customers) == (5, 5)
     assert [e["reason"] for e in swept] == ["similar to a ticket that joined it later"]
+
+
+@pytest.mark.timeout(120)
+def test_a_detection_whose_tickets_were_taken_meanwhile_joins_the_incident_that_took_them(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the detecting scan and its links, another instance commits one of the
+    similar tickets into an open incident of its own. The detection is undone and the
+    ticket joins that incident, taking along the other similar ticket, which is like the
+    taken one: the scan's rows are read again, or the taken ticket would not count as
+    the incident's and the other would stay out."""
+    race = _Race(tmp_path, pg_url, monkeypatch)
+    taken: list[str] = []
+    attach = similar.incidents.attach_unlinked
+
+    def another_instance_takes_one(
+        session: Session, incident_id: int, tickets: Sequence[Ticket], *, skip_locked: bool = False
+    ) -> list[Ticket]:
+        if not taken and tickets:
+            first = tickets[0]
+            other = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+            with other.connect() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO incidents (ref, status, title, category, opened_at, "
+                        "last_at, ticket_count, customer_count, detection) VALUES ('I-other', "
+                        "'open', 'el correo', :cat, now(), now(), 1, 1, '{}')"
+                    ),
+                    {"cat": first.category},
+                )
+                conn.execute(
+                    text(
+                        "UPDATE tickets SET incident_id = "
+                        "(SELECT id FROM incidents WHERE ref = 'I-other') WHERE id = :id"
+                    ),
+                    {"id": first.id},
+                )
+            other.dispose()
+            taken.append(first.ref or "")
+        return attach(session, incident_id, tickets, skip_locked=skip_locked)
+
+    monkeypatch.setattr(similar.incidents, "attach_unlinked", another_instance_takes_one)
+    with open_parts(race.cfg_b, recover=False) as b:
+        race.report(b, "uno@x1.es", 0)
+        race.report(b, "dos@x2.es", 1)
+        race.report(b, "tres@x3.es", 2)
+        with b.db.transaction() as s:
+            incidents = s.execute(
+                text("SELECT ref, ticket_count, customer_count FROM incidents")
+            ).all()
+            linked = _linked(s)
+    assert taken, "the detection never linked tickets"
+    assert incidents == [("I-other", 3, 3)], "the detection was undone, nothing else opened"
+    assert linked == {ref: "I-other" for ref in race.refs.values()}
