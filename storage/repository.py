@@ -67,10 +67,13 @@ def lock_incident_detection(session: Session, category: str) -> bool:
     return _advisory_lock(session, f"incident-detection:{category}")
 
 
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))")
+
+
 def _advisory_lock(session: Session, name: str) -> bool:
     if session.get_bind().dialect.name != "postgresql":
         return False
-    session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": name})
+    session.execute(_LOCK, {"id": name})
     return True
 
 
