@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 if sys.path[:1] != [str(REPO)]:
     sys.path.insert(0, str(REPO))
 
+# The local PostgreSQL every bench that needs one creates its scratch databases beside.
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
 BASE_TOML = (
     "[storage]\n"
     'database = "sqlite:///b.db"\n'

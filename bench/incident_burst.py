@@ -56,9 +56,8 @@ from typing import Any
 
 import psycopg
 
-from benchlib import libpq, scratch_database
+from benchlib import PG_ADMIN, libpq, scratch_database
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RCPT = "soporte@example.com"
 
 # One outage, a dozen wordings: different customers describe it in their own words.

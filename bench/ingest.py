@@ -59,9 +59,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import BASE_TOML, scratch_database
-
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from benchlib import BASE_TOML, PG_ADMIN, scratch_database
 
 SUPPORT = "soporte@example.com"
 START = datetime(2026, 11, 16, 8, 30, tzinfo=UTC)
@@ -196,9 +194,9 @@ def bench_buzon(
     """Spool in batches, then claim + process each entry; returns timings and outcomes.
 
     ``pg``: an admin URL; the round runs on a scratch PostgreSQL database of its own."""
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(scratch_database(pg, "buzon_bench_ingest"))[0] if pg else ""
-        return _bench_buzon(raws, batch, tmpdir, url)
+    database = scratch_database(pg, "buzon_bench_ingest") if pg else contextlib.nullcontext()
+    with database as made:
+        return _bench_buzon(raws, batch, tmpdir, made[0] if made else "")
 
 
 def _bench_buzon(
@@ -377,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(f"outcomes (last round): {buz['outcomes']}")
-    print(f"database: {buz['db_counts']}, {buz['db_bytes'] / 1024 / 1024:.1f} MiB on disk")
+    on_disk = "" if args.pg else f", {buz['db_bytes'] / 1024 / 1024:.1f} MiB on disk"
+    print(f"database: {buz['db_counts']}{on_disk}")
     print(f"spool left: {buz['spool_left']}")
     print(
         "peak RSS (MiB, first round): "

@@ -83,7 +83,7 @@ from typing import Any
 
 import psycopg
 
-from benchlib import libpq, scratch_database, tree_cpu
+from benchlib import PG_ADMIN, libpq, scratch_database, tree_cpu
 from triage.similarity import STOP_WORDS, fingerprint, informative
 
 HOST = "127.0.0.1"
@@ -679,7 +679,7 @@ def main() -> int:
         help="long: 64 content words a message; natural: real support mail's lengths",
     )
     p.add_argument("--baseline", type=float, default=5.0, help="seconds of raw inserts")
-    p.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    p.add_argument("--pg", default=PG_ADMIN)
     p.add_argument("--tmpdir", default=None)
     p.add_argument("--keep-tmp", action="store_true")
     p.add_argument("--profile", default="", metavar="DIR", help="cProfile the ingest workers")

@@ -102,7 +102,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from benchlib import BASE_TOML
+from benchlib import BASE_TOML, PG_ADMIN
 
 ROOT = Path(__file__).resolve().parents[1]  # benchlib put it first on sys.path
 
@@ -146,7 +146,6 @@ MARKER = "bench.scheduler"
 REPLY_KEY = hashlib.sha256(b"bench.scheduler reply key").hexdigest()
 TABLES = Base.metadata.tables
 TUNE = ROOT / "tests" / "data" / "triage" / "tune.jsonl"
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 AGENT, AGENT_ADDRESS = "ana", "ana@desk.example.com"
 SOURCES = ("daemon/scheduler.py", "daemon/sla.py", "daemon/outbound.py", "daemon/outmail.py")
 INTERPRETATION = (

@@ -91,7 +91,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import BASE_TOML
+from benchlib import BASE_TOML, PG_ADMIN
 
 ROOT = Path(__file__).resolve().parents[1]  # benchlib put it first on sys.path
 
@@ -118,7 +118,6 @@ BATCH = 5000  # rows per executemany
 MARKER = "bench.triage"
 TABLES = Base.metadata.tables
 TUNE = ROOT / "tests" / "data" / "triage" / "tune.jsonl"
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 KINDS = (("repeat", 0.25), ("known", 0.35), ("unknown", 0.25), ("outage", 0.15))
 PHASES = ("classification", "fingerprint", "duplicate", "incident")
 

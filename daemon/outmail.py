@@ -108,9 +108,10 @@ class _Registry(HeaderRegistry):
 
 
 # CRLF on the wire; 7bit makes set_content pick quoted-printable or base64, never 8bit.
-_POLICY = policy.SMTP.clone(cte_type="7bit", header_factory=_Registry())
+_HEADERS = _Registry()  # both policies map names to the same classes: one cache
+_POLICY = policy.SMTP.clone(cte_type="7bit", header_factory=_HEADERS)
 # ``policy.default``'s parsing, faster: decoding encoded words and reading mail back.
-_DEFAULT = policy.default.clone(header_factory=_Registry())
+_DEFAULT = policy.default.clone(header_factory=_HEADERS)
 _READ_BACK = BytesParser(policy=_DEFAULT)
 _HEADER_JUNK = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
 _BODY_JUNK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")

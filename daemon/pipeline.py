@@ -76,9 +76,9 @@ def dedupe(work: Work) -> None:
     """End here when this delivery, these bytes or this message were stored before."""
     existing, reason = _stored_before(work)
     if existing is None:
-        # Nor this delivery: an entry committed before a crash (its spool file not yet
-        # removed) stored or matched a message this look-up finds again. Asked only then,
-        # which spares almost every message a query.
+        # Then this entry was never committed either: one committed before a crash (its
+        # spool file not yet removed) stored or matched a message the look-up finds. So
+        # its delivery is looked for only below, which spares almost every message a query.
         return
     if repo.delivery_by_spool_id(work.session, work.spool_id) is not None:
         work.outcome = "already_stored"
