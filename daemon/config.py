@@ -65,7 +65,9 @@ class SmtpConfig:
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
-    parse_workers: int = 1
+    # 0 = automatic: 2 on PostgreSQL (a worker waiting for the server's answer leaves
+    # the CPU to the other), 1 on SQLite (one writer at a time). Resolved in finalise().
+    parse_workers: int = 0
     parse_timeout: float = 30.0
     max_attempts: int = 3
     max_interruptions: int = 10
@@ -434,8 +436,13 @@ def finalise(cfg: Config, base: Path) -> Config:
         from_address=out.from_address
         or (smtp.addresses[0] if smtp.addresses else f"buzon@{smtp.hostname}"),
     )
+    pipeline = cfg.pipeline
+    if pipeline.parse_workers == 0:
+        sqlite = storage.database.startswith("sqlite")
+        pipeline = replace(pipeline, parse_workers=1 if sqlite else 2)
     cfg = replace(
         cfg,
+        pipeline=pipeline,
         desk=replace(cfg.desk, outbound=outbound),
         storage=storage,
         smtp=smtp,

@@ -195,7 +195,7 @@ def _validate_rest(cfg: Config) -> None:
     _validate_imap(cfg.imap)
     _validate_transcription(cfg.transcription, cfg.voicemail_dir)
     if cfg.pipeline.parse_workers < 1:
-        raise ConfigError("[pipeline] parse_workers: must be at least 1")
+        raise ConfigError("[pipeline] parse_workers: use 1 or more, or 0 for automatic")
     if cfg.pipeline.max_attempts < 1:
         raise ConfigError("[pipeline] max_attempts: must be at least 1")
     if not 0 <= cfg.pipeline.nice <= 19:

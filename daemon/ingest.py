@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -30,6 +31,7 @@ from daemon.config import MatchingConfig, PipelineConfig
 from daemon.config_desk import DeskConfig
 from daemon.errors import DatabaseUnavailableError, ParseTimeoutError, TransientError
 from daemon.logging import get_logger
+from daemon.ordering import Turns, order_keys
 from daemon.outbound import Outbound, reply_token_key
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool, SpoolEntry
@@ -40,6 +42,8 @@ from storage.blobs import BlobStore
 from storage.engine import Database
 
 Clock = Callable[[], datetime]
+# Called with a parsed message's keys before its transaction; returns when it may go.
+WaitTurn = Callable[[frozenset[str]], None]
 
 
 def utcnow() -> datetime:
@@ -177,16 +181,17 @@ class IngestProcessor:
         self.log = get_logger(component="ingest")
         self.database = DatabaseWatch(db)
 
-    def process(self, entry: SpoolEntry) -> Outcome:
-        """Run the pipeline for ``entry`` and clear it; never raises."""
+    def process(self, entry: SpoolEntry, wait_turn: WaitTurn | None = None) -> Outcome:
+        """Run the pipeline for ``entry`` and clear it; never raises. ``wait_turn``
+        orders it after the earlier entries of its conversation (daemon/ordering.py)."""
         source = str(entry.meta.get("source", "unknown"))
         with structlog.contextvars.bound_contextvars(spool_id=entry.id, source=source):
             try:
-                return self._process(entry, source)
+                return self._process(entry, source, wait_turn)
             except Exception as exc:
                 return self._failed(entry, exc)
 
-    def _process(self, entry: SpoolEntry, source: str) -> Outcome:
+    def _process(self, entry: SpoolEntry, source: str, wait_turn: WaitTurn | None) -> Outcome:
         raw = entry.read()
         sha = hashlib.sha256(raw).hexdigest()
         if entry.meta.get("sha256") not in (None, sha):
@@ -199,6 +204,7 @@ class IngestProcessor:
             source=source,
             envelope=dict(entry.meta.get("envelope") or {}),
             received_at=_received_at(entry, self.clock),
+            wait_turn=wait_turn,
         )
         # Committed: only now is it safe to forget the spool copy.
         self.spool.complete(entry)
@@ -234,6 +240,7 @@ class IngestProcessor:
         envelope: dict[str, Any],
         received_at: datetime,
         message_pk: int | None = None,
+        wait_turn: WaitTurn | None = None,
     ) -> Outcome:
         """Parse outside any transaction, run ``steps`` in one, then log what committed."""
         reason = ""
@@ -241,6 +248,8 @@ class IngestProcessor:
             parsed = self.parsers.parse(raw)
         except ParseTimeoutError as exc:
             parsed, reason = None, str(exc)
+        if wait_turn is not None:
+            wait_turn(order_keys(parsed, envelope))
         self.database.begin()
         with self.db.transaction() as session:
             work = Work(
@@ -320,7 +329,10 @@ class IngestRunner:
         self.cfg = cfg
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
-        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=cfg.parse_workers * 4)
+        self._queue: queue.Queue[tuple[int, str] | None] = queue.Queue(
+            maxsize=cfg.parse_workers * 4
+        )
+        self.turns = Turns()
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -369,21 +381,25 @@ class IngestRunner:
                     if entry_id in self._in_flight:
                         continue
                     self._in_flight.add(entry_id)
+                turn = self.turns.take()
                 while not self.stopping.is_set():
                     try:
-                        self._queue.put(entry_id, timeout=0.2)
+                        self._queue.put((turn, entry_id), timeout=0.2)
                         break
                     except queue.Full:
                         continue
+                else:
+                    self.turns.done(turn)
             self.wakeup.wait(self.cfg.poll_interval)
         for _ in range(self.cfg.parse_workers):
             self._queue.put(None)
 
     def _work(self) -> None:
         while True:
-            entry_id = self._queue.get()
-            if entry_id is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            turn, entry_id = item
             try:
                 if self.stopping.is_set():
                     continue
@@ -393,13 +409,15 @@ class IngestRunner:
                 me = threading.current_thread().name
                 self._busy[me] = (time.monotonic(), entry_id)
                 try:
-                    outcome = self.processor.process(entry)
+                    outcome = self.processor.process(entry, partial(self.turns.wait, turn))
                 finally:
                     self._busy.pop(me, None)
+                    self.turns.done(turn)
                 self.processed += 1
                 if outcome.outcome == "retry":
                     # Back off briefly so a down database is not hammered.
                     self.stopping.wait(min(5.0, self.cfg.poll_interval))
             finally:
+                self.turns.done(turn)  # also when never claimed or worked on
                 with self._lock:
                     self._in_flight.discard(entry_id)

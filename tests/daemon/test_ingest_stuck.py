@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import PipelineConfig
-from daemon.ingest import IngestRunner, Outcome
+from daemon.ingest import IngestRunner, Outcome, WaitTurn
 from daemon.spool import Spool, SpoolEntry
 from support.daemon import wait_until
 from support.mail import message
@@ -26,7 +26,7 @@ class Hanging:
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def process(self, entry: SpoolEntry) -> Outcome:
+    def process(self, entry: SpoolEntry, wait_turn: WaitTurn | None = None) -> Outcome:
         self.started.set()
         self.release.wait(30)
         self.spool.complete(entry)
