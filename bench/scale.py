@@ -663,7 +663,12 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=4, help="SMTP connections per instance")
     p.add_argument("--customers", type=int, default=5000, help="distinct senders")
     p.add_argument("--drain", type=float, default=120.0, help="seconds to finish after the load")
-    p.add_argument("--parse-workers", type=int, default=1, help="[pipeline] parse_workers")
+    p.add_argument(
+        "--parse-workers",
+        type=int,
+        default=0,
+        help="[pipeline] parse_workers (default 0: the daemon's choice, 2 on PostgreSQL)",
+    )
     p.add_argument("--nice", type=int, default=19, help="[pipeline] nice of the ingest process")
     p.add_argument(
         "--incident-candidates",
@@ -695,7 +700,7 @@ def main() -> int:
     print(
         f"bench/scale.py: {args.rate:g} msg/s offered for {args.duration:g} s per round, "
         f"instances {counts}, {args.clients} connections per instance, "
-        f"parse_workers {args.parse_workers}, ingest nice {args.nice}, "
+        f"parse_workers {args.parse_workers or 'automatic'}, ingest nice {args.nice}, "
         f"incident_candidates {args.incident_candidates or 'default'}, {args.text} text; "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
