@@ -57,11 +57,14 @@ def _stored_before(work: Work) -> tuple[Message | None, str]:
     """The stored message this one repeats, and why: the same bytes, else the same
     Message-ID, sender and body (a generated Message-ID matches nothing)."""
     p = work.parsed
-    if p is None or p.message_id_generated:
+    if p is None:
         return repo.message_by_sha(work.session, work.sha256), "same raw bytes"
-    # Locked before the one look-up of both: the Message-ID half must see what a concurrent
-    # instance storing the same message commits (``lock_message_id``).
-    repo.lock_message_id(work.session, p.message_id)
+    # Locked before any look-up: this one and the threading's must see what a concurrent
+    # instance storing a mail of the same sender commits (``lock_sender``).
+    sender = p.sender.addr_spec if p.sender else ""
+    repo.lock_sender(work.session, sender, "" if p.message_id_generated else p.message_id)
+    if p.message_id_generated:
+        return repo.message_by_sha(work.session, work.sha256), "same raw bytes"
     found = repo.messages_by_sha_or_message_id(work.session, work.sha256, p.message_id)
     for candidate in found:
         if candidate.raw_sha256 == work.sha256:

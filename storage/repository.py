@@ -44,15 +44,23 @@ def messages_by_sha_or_message_id(session: Session, sha256: str, message_id: str
     return list(session.scalars(_BY_SHA_OR_MESSAGE_ID, {"sha": sha256, "mid": message_id}))
 
 
-def lock_message_id(session: Session, message_id: str) -> None:
-    """Until this transaction ends, be the only one deciding about ``message_id``.
+def lock_sender(session: Session, sender: str, message_id: str) -> None:
+    """Until this transaction ends, be the only one storing mail from ``sender`` (with no
+    sender: the only one deciding about ``message_id``; neither: no lock).
 
-    No unique index can back the Message-ID match (one id may name different mails), so on
-    PostgreSQL two instances storing two copies at once would both find nothing: a
-    transaction-scoped advisory lock makes the second wait for the first's commit. SQLite
-    needs none: its write transactions (BEGIN IMMEDIATE) already run one at a time.
+    On PostgreSQL two instances storing one sender's mails at once each miss what the other
+    has not committed: two copies of one message would both be stored (no unique index can
+    back the Message-ID match: one id may name different mails), and a reply stored beside
+    its original, or a second report of the same matter, would open a ticket of its own. A
+    transaction-scoped advisory lock makes the second wait for the first's commit. A copy
+    of a message has its original's sender (dedupe compares it), so the sender's lock
+    covers copies too. SQLite needs none: its write transactions (BEGIN IMMEDIATE) already
+    run one at a time.
     """
-    _advisory_lock(session, message_id)
+    if sender:
+        _advisory_lock(session, f"sender:{sender.lower()}")
+    elif message_id:
+        _advisory_lock(session, message_id)
 
 
 def lock_incident_detection(session: Session, category: str) -> bool:

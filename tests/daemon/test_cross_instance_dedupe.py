@@ -1,10 +1,13 @@
-"""Two instances given the same message at the same moment store it once (PostgreSQL).
+"""Two instances given the same message, or one sender's two mails, at the same moment
+(PostgreSQL): stored once, and in one ticket.
 
 The same mail often reaches a desk twice with different bytes: once by SMTP and once by
 IMAP, or through two MX hosts that each add a ``Received:`` line. Dedupe then matches it by
 Message-ID, sender and body, a look-up no unique index backs. Two instances processing the
 two copies at once must not both find nothing and both store it: the look-up holds a
-transaction lock on the Message-ID, so the second waits for the first's commit and finds it.
+transaction lock on the sender, so the second waits for the first's commit and finds it.
+The same lock lets a reply reaching another instance while its original is being stored
+find the original's ticket instead of opening one of its own.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import pytest
 from sqlalchemy import func, select
 
 from daemon import config as config_mod
+from daemon import pipeline
 from daemon.ingest import Outcome
 from daemon.parts import Parts, open_parts
-from storage.models import Delivery, Message
+from daemon.work import Work
+from storage.models import Delivery, Message, Ticket
 from support.daemon import free_port, write_config
 from support.mail import message
 
@@ -84,3 +89,57 @@ def test_one_message_reaching_two_instances_at_once_is_stored_once(
         duplicates = s.scalar(select(func.count()).where(Delivery.duplicate.is_(True)))
     assert per_id == {mid: 1 for mid in ids}  # one message row per Message-ID
     assert duplicates == PAIRS  # and the other copy a duplicate delivery of it
+
+
+def test_a_reply_reaching_another_instance_mid_original_joins_its_ticket(
+    two_instances: tuple[Parts, Parts], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instance A holds the original's transaction open at its last step; B is given the
+    reply meanwhile. B must wait for A's commit: without the sender's lock it finds no
+    ticket (A's is uncommitted) and opens a second one."""
+    a, b = two_instances
+    paused, release = threading.Event(), threading.Event()
+    last = pipeline.STEPS["count_incident"]
+
+    def pause_original(work: Work) -> None:
+        if work.parsed is not None and work.parsed.message_id == "orig@cliente.es":
+            paused.set()
+            release.wait(30)
+        last(work)
+
+    monkeypatch.setitem(pipeline.STEPS, "count_incident", pause_original)
+    outcomes: dict[str, Outcome] = {}
+
+    def store(name: str, parts: Parts, raw: bytes) -> None:
+        entry = parts.spool.put(raw, {"source": "smtp", "envelope": {"mail_from": "ana@x.es"}})
+        claimed = parts.spool.claim(entry.id)
+        assert claimed is not None
+        outcomes[name] = parts.processor.process(claimed)
+
+    # A first mail on each instance, one of them Ana's: the database's one-time rows and
+    # Ana's contact are written then, not under the race (a concurrent insert of either
+    # would make B wait, or retry, by itself).
+    store("warm-a", a, message("Factura de octubre", sender="ana@x.es", body="¿Y la factura?\n"))
+    store("warm-b", b, message("Alta de usuario", sender="eva@z.es"))
+    original = message("Sin acceso al panel", sender="ana@x.es", message_id="<orig@cliente.es>")
+    reply = message(
+        "Re: Sin acceso al panel",
+        sender="Ana@X.es",
+        body="Sigue sin funcionar.\n",
+        headers="In-Reply-To: <orig@cliente.es>\r\n",
+    )
+    first = threading.Thread(target=store, args=("original", a, original))
+    first.start()
+    assert paused.wait(30)
+    second = threading.Thread(target=store, args=("reply", b, reply))
+    second.start()
+    second.join(1.0)
+    waited = second.is_alive()  # B waits on A's lock, not on A's commit by chance
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert outcomes["original"].outcome == outcomes["reply"].outcome == "stored"
+    assert outcomes["reply"].ticket_ref == outcomes["original"].ticket_ref
+    assert waited
+    with a.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(Ticket)) == 3
