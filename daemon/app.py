@@ -37,7 +37,8 @@ from daemon import instance, sdlisten
 from daemon import logging as logmod
 from daemon.config import Config
 from daemon.errors import ConfigError
-from daemon.imap import ImapIntake, instance_id
+from daemon.imap import instance_id
+from daemon.imap_intake import ImapIntake
 from daemon.ingest_process import IngestProcess
 from daemon.logging import get_logger
 from daemon.outbound import Outbound

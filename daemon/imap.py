@@ -1,12 +1,12 @@
 """IMAP intake: pull mail from configured mailboxes into the spool, exactly once.
 
 One thread per account and folder (imapclient blocks; threads keep it off the
-event loop). A worker fetches only while it holds the folder's lease. It reads
+event loop; ``daemon.imap_intake`` starts them). A worker fetches only while it holds the folder's lease. It reads
 UIDs above its durable checkpoint in batches with ``BODY.PEEK[]`` (it never sets
 or relies on ``\\Seen``), checks ``RFC822.SIZE`` before fetching a body, writes
 the batch to the spool as one durable file, and only then advances the
-checkpoint and applies the ``after`` action; a writer thread does that for one
-batch while the next is fetched. A missing or short FETCH answer stops the batch
+checkpoint and applies the ``after`` action; a writer thread
+(``daemon.imap_batches``) does that for one batch while the next is fetched. A missing or short FETCH answer stops the batch
 before the checkpoint moves, so a UID is never skipped. It then waits with IDLE
 (re-issued every few minutes, well inside RFC 2177's 29) or polls, and
 reconnects with exponential back-off and jitter; a login failure backs off to
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import random
 import secrets
 import socket
@@ -28,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +35,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from daemon.config import ImapAccount
+from daemon.imap_batches import Batch, BatchWriter, cut
 from daemon.logging import get_logger
 from daemon.spool import Spool
 from storage import imapstate
@@ -57,96 +57,6 @@ class LeaseLostError(Exception):
 
 class ShortFetchError(IMAPClientError):  # type: ignore[misc]
     """Raised when the server answered FETCH without some of the asked-for bodies."""
-
-
-@dataclass
-class _Batch:
-    """One batch on its way from the server to a checkpoint."""
-
-    uidvalidity: int
-    uids: list[int]
-    wanted: list[int] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    items: list[tuple[bytes, dict[str, Any]]] = field(default_factory=list)
-    spooled: list[str] = field(default_factory=list)
-    lag: float = 0.0
-    bytes: int = 0
-
-
-def _cut(sizes: dict[int, int], count: int, budget: int, max_size: int) -> Iterator[list[int]]:
-    """Split UIDs (in order) into batches of at most ``count`` UIDs and ``budget`` bytes.
-
-    A message over ``max_size`` is never fetched, so it costs nothing; one that fits
-    the size limit but not the budget still makes a batch of its own.
-    """
-    batch: list[int] = []
-    used = 0
-    for uid, size in sizes.items():
-        cost = size if size <= max_size else 0
-        if batch and (len(batch) >= count or used + cost > budget):
-            yield batch
-            batch, used = [], 0
-        batch.append(uid)
-        used += cost
-    if batch:
-        yield batch
-
-
-class _Writer:
-    """A thread that stores fetched batches in order; what queued up is stored together.
-
-    Storing costs a file flush and a database commit whatever its size, so when
-    the fetch runs ahead, the batches waiting are stored as one (group commit).
-    After a failure, nothing later is stored: a checkpoint must never pass a
-    batch that is not durable.
-    """
-
-    def __init__(self, store: Callable[[list[_Batch]], None]) -> None:
-        self._store = store
-        self._queue: queue.SimpleQueue[tuple[_Batch, Future[None]] | None] = queue.SimpleQueue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="imap-store", daemon=True)
-        self._thread.start()
-
-    def submit(self, batch: _Batch) -> Future[None]:
-        done: Future[None] = Future()
-        self._queue.put((batch, done))
-        return done
-
-    def close(self) -> None:
-        """Store what is queued, then stop."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        closing = False
-        while not closing:
-            first = self._queue.get()
-            if first is None:
-                return
-            group = [first]
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    closing = True
-                    break
-                group.append(item)
-            self._store_group(group)
-
-    def _store_group(self, group: list[tuple[_Batch, Future[None]]]) -> None:
-        if self._error is None:
-            try:
-                self._store([batch for batch, _ in group])
-            except BaseException as exc:
-                self._error = exc
-        for _, done in group:
-            if self._error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(self._error)
 
 
 @dataclass(slots=True)
@@ -397,13 +307,13 @@ class FolderWorker:
         # "n:*" always matches the highest UID, even below n: filter.
         uids = sorted(u for u in client.search(criteria) if u > last_uid)
         report = FetchReport()
-        writer = _Writer(self._store)
-        in_flight: deque[tuple[Future[None], _Batch]] = deque()
+        writer = BatchWriter(self._store)
+        in_flight: deque[tuple[Future[None], Batch]] = deque()
         try:
             window = self.account.batch_size * PROBE_WINDOW
             for start in range(0, len(uids), window):
                 sizes = self._probe(client, uids[start : start + window])
-                for chunk in _cut(sizes, self.account.batch_size, BATCH_BYTES, self.max_size):
+                for chunk in cut(sizes, self.account.batch_size, BATCH_BYTES, self.max_size):
                     self._renew()
                     batch = self._fetch_batch(client, uidvalidity, chunk, sizes)
                     in_flight.append((writer.submit(batch), batch))
@@ -430,9 +340,9 @@ class FolderWorker:
 
     def _fetch_batch(
         self, client: IMAPClient, uidvalidity: int, uids: list[int], sizes: dict[int, int]
-    ) -> _Batch:
+    ) -> Batch:
         """Fetch the bodies that fit the size limit; nothing is stored yet."""
-        batch = _Batch(uidvalidity=uidvalidity, uids=uids)
+        batch = Batch(uidvalidity=uidvalidity, uids=uids)
         for uid in uids:
             size = sizes[uid]
             if size > self.max_size:
@@ -498,7 +408,7 @@ class FolderWorker:
         arrived_utc = arrived if arrived.tzinfo else arrived.astimezone()
         return max(0.0, (now - arrived_utc).total_seconds())
 
-    def _store(self, group: list[_Batch]) -> None:
+    def _store(self, group: list[Batch]) -> None:
         """Writer thread: make batches durable (one spool file), then checkpoint the last."""
         # Nothing is checkpointed when this raises: the batches are fetched again.
         items = [item for batch in group for item in batch.items]
@@ -529,7 +439,7 @@ class FolderWorker:
         self,
         client: IMAPClient,
         stored: Future[None],
-        batch: _Batch,
+        batch: Batch,
         report: FetchReport,
         on_batch: Callable[[int], None] | None,
     ) -> None:
@@ -578,50 +488,3 @@ class FolderWorker:
             criteria.append("UNSEEN")
         left = [u for u in client.search(criteria) if u <= last_uid]
         self._after_action(client, left)
-
-
-class ImapIntake:
-    """Starts one FolderWorker thread per configured account and folder."""
-
-    def __init__(
-        self,
-        accounts: tuple[ImapAccount, ...],
-        *,
-        spool: Spool,
-        db: Database,
-        max_size: int,
-        holder: str = "",
-    ) -> None:
-        self.stop_event = threading.Event()
-        # The instance's name (``daemon.instance``), so a restart takes its folders back.
-        self.holder = holder or instance_id()
-        self.workers = [
-            FolderWorker(
-                a,
-                folder,
-                spool=spool,
-                db=db,
-                holder=self.holder,
-                max_size=max_size,
-                stop=self.stop_event,
-            )
-            for a in accounts
-            for folder in a.folders
-        ]
-        self.threads = [
-            threading.Thread(target=w.run, name=f"imap-{w.account.name}-{w.folder}", daemon=True)
-            for w in self.workers
-        ]
-
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
-
-    def alive(self) -> bool:
-        return all(t.is_alive() for t in self.threads)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.stop_event.set()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))

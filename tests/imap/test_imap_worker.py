@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from daemon import imap as imap_mod
 from daemon.errors import SpoolFullError
+from daemon.imap_batches import cut
 from daemon.parts import Parts
 from storage import imapstate
 from storage.models import Message
@@ -316,7 +317,7 @@ def test_batches_are_cut_by_count_and_by_bytes() -> None:
     budget; a message over the size limit is never fetched so it costs nothing, and a
     message bigger than the budget still gets a batch of its own."""
     sizes = {1: 10, 2: 10, 3: 10, 4: 10, 5: 10}
-    assert list(imap_mod._cut(sizes, 2, 1000, 100)) == [[1, 2], [3, 4], [5]]
+    assert list(cut(sizes, 2, 1000, 100)) == [[1, 2], [3, 4], [5]]
     sizes = {1: 60, 2: 60, 3: 500, 4: 30, 5: 120, 6: 10}
-    assert list(imap_mod._cut(sizes, 10, 100, 150)) == [[1], [2, 3, 4], [5], [6]]
-    assert list(imap_mod._cut({7: 120}, 10, 100, 150)) == [[7]]
+    assert list(cut(sizes, 10, 100, 150)) == [[1], [2, 3, 4], [5], [6]]
+    assert list(cut({7: 120}, 10, 100, 150)) == [[7]]
