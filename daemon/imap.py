@@ -1,16 +1,16 @@
 """IMAP intake: pull mail from configured mailboxes into the spool, exactly once.
 
-One thread per account and folder (imapclient blocks; threads keep it off the
-event loop; ``daemon.imap_intake`` starts them). A worker fetches only while it holds the folder's lease. It reads
-UIDs above its durable checkpoint in batches with ``BODY.PEEK[]`` (it never sets
-or relies on ``\\Seen``), checks ``RFC822.SIZE`` before fetching a body, writes
-the batch to the spool as one durable file, and only then advances the
-checkpoint and applies the ``after`` action; a writer thread
-(``daemon.imap_batches``) does that for one batch while the next is fetched. A missing or short FETCH answer stops the batch
-before the checkpoint moves, so a UID is never skipped. It then waits with IDLE
-(re-issued every few minutes, well inside RFC 2177's 29) or polls, and
-reconnects with exponential back-off and jitter; a login failure backs off to
-one attempt a minute and recovers by itself once the credentials are fixed.
+One thread per account and folder (imapclient blocks; threads keep it off the event
+loop; ``daemon.imap_intake`` starts them). A worker fetches only while it holds the
+folder's lease. It reads UIDs above its durable checkpoint in batches with
+``BODY.PEEK[]`` (it never sets or relies on ``\\Seen``), checks ``RFC822.SIZE`` before
+fetching a body, writes the batch to the spool as one durable file, and only then
+advances the checkpoint and applies the ``after`` action; a writer thread
+(``daemon.imap_batches``) does that for one batch while the next is fetched. A missing
+or short FETCH answer stops the batch before the checkpoint moves, so a UID is never
+skipped. It then waits with IDLE (re-issued every few minutes, well inside RFC 2177's
+29) or polls, and reconnects with exponential back-off and jitter; a login failure backs
+off to one attempt a minute and recovers by itself once the credentials are fixed.
 """
 
 from __future__ import annotations
