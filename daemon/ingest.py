@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 import structlog
@@ -31,7 +30,7 @@ from daemon.config import MatchingConfig, PipelineConfig
 from daemon.config_desk import DeskConfig
 from daemon.errors import DatabaseUnavailableError, ParseTimeoutError, TransientError
 from daemon.logging import get_logger
-from daemon.ordering import Turns, order_keys
+from daemon.ordering import Turn, Turns, order_keys
 from daemon.outbound import Outbound, reply_token_key
 from daemon.parsepool import ParserPool
 from daemon.spool import Spool, SpoolEntry
@@ -42,8 +41,6 @@ from storage.blobs import BlobStore
 from storage.engine import Database
 
 Clock = Callable[[], datetime]
-# Called with a parsed message's keys before its transaction; returns when it may go.
-WaitTurn = Callable[[frozenset[str]], None]
 
 
 def utcnow() -> datetime:
@@ -181,17 +178,17 @@ class IngestProcessor:
         self.log = get_logger(component="ingest")
         self.database = DatabaseWatch(db)
 
-    def process(self, entry: SpoolEntry, wait_turn: WaitTurn | None = None) -> Outcome:
-        """Run the pipeline for ``entry`` and clear it; never raises. ``wait_turn``
-        orders it after the earlier entries of its conversation (daemon/ordering.py)."""
+    def process(self, entry: SpoolEntry, turn: Turn | None = None) -> Outcome:
+        """Run the pipeline for ``entry`` and clear it; never raises. ``turn`` orders it
+        after the earlier entries of its conversation (daemon/ordering.py)."""
         source = str(entry.meta.get("source", "unknown"))
         with structlog.contextvars.bound_contextvars(spool_id=entry.id, source=source):
             try:
-                return self._process(entry, source, wait_turn)
+                return self._process(entry, source, turn)
             except Exception as exc:
                 return self._failed(entry, exc)
 
-    def _process(self, entry: SpoolEntry, source: str, wait_turn: WaitTurn | None) -> Outcome:
+    def _process(self, entry: SpoolEntry, source: str, turn: Turn | None) -> Outcome:
         raw = entry.read()
         sha = hashlib.sha256(raw).hexdigest()
         if entry.meta.get("sha256") not in (None, sha):
@@ -204,7 +201,7 @@ class IngestProcessor:
             source=source,
             envelope=dict(entry.meta.get("envelope") or {}),
             received_at=_received_at(entry, self.clock),
-            wait_turn=wait_turn,
+            turn=turn,
         )
         # Committed: only now is it safe to forget the spool copy.
         self.spool.complete(entry)
@@ -240,16 +237,18 @@ class IngestProcessor:
         envelope: dict[str, Any],
         received_at: datetime,
         message_pk: int | None = None,
-        wait_turn: WaitTurn | None = None,
+        turn: Turn | None = None,
     ) -> Outcome:
         """Parse outside any transaction, run ``steps`` in one, then log what committed."""
         reason = ""
+        if turn is not None:
+            turn.name(order_keys(raw, envelope))
         try:
             parsed = self.parsers.parse(raw)
         except ParseTimeoutError as exc:
             parsed, reason = None, str(exc)
-        if wait_turn is not None:
-            wait_turn(order_keys(parsed, envelope))
+        if turn is not None:
+            turn.wait()
         self.database.begin()
         with self.db.transaction() as session:
             work = Work(
@@ -409,7 +408,7 @@ class IngestRunner:
                 me = threading.current_thread().name
                 self._busy[me] = (time.monotonic(), entry_id)
                 try:
-                    outcome = self.processor.process(entry, partial(self.turns.wait, turn))
+                    outcome = self.processor.process(entry, self.turns.turn(turn))
                 finally:
                     self._busy.pop(me, None)
                     self.turns.done(turn)

@@ -3,42 +3,75 @@
 Two workers storing a message and its reply at the same moment let the reply miss the
 ticket its original is still opening (that transaction has not committed), so the reply
 opens a ticket of its own. Each entry the dispatcher hands out takes a turn, in spool
-order; once parsed, a worker names the entry's keys (its sender's addresses, its own
-Message-ID and the ones it refers to) and waits until every earlier entry has named its
-keys and the earlier ones sharing a key have committed. Unrelated mail is still stored
-side by side, which is what a second worker is for.
+order. Before parsing, a worker names the entry's keys (its senders' addresses, its own
+Message-ID and the ones it refers to, read from the raw header block); before its
+transaction it waits until every earlier turn has named its keys and the earlier ones
+sharing a key have committed. Unrelated mail is stored side by side, which is what a
+second worker is for, and a message that takes its parser to the time limit holds back
+only its own conversation: the keys never wait for a parse.
 
-No deadlock: an entry waits only for earlier turns, and every earlier turn was taken off
+No deadlock: a turn waits only for earlier turns, and every earlier turn was taken off
 the queue before it (the queue is FIFO), so it is being worked on and never waits for a
-later one. Across instances nothing orders; docs/SCALING.md says what that means.
+later one. Across instances nothing orders; the sender lock (``storage.repository.
+lock_sender``) covers what it can, and docs/SCALING.md says what that means.
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterable
+from email.utils import getaddresses
 from typing import Any
 
-from parsers.model import ParsedMessage
+HEADER_LIMIT = 256 * 1024  # a header block longer than this is read this far
+_END = re.compile(rb"\r?\n\r?\n")
+_FOLD = re.compile(rb"\r?\n[ \t]")
+_FIELD = re.compile(rb"^(from|sender|message-id|in-reply-to|references)[ \t]*:(.*)$", re.I | re.M)
+_ID = re.compile(r"<([^<>\s]{1,998})>")
 
 
-def order_keys(parsed: ParsedMessage | None, envelope: dict[str, Any]) -> frozenset[str]:
-    """What ties this message to others: who sent it and which messages it names."""
+def order_keys(raw: bytes, envelope: dict[str, Any]) -> frozenset[str]:
+    """What ties this message to others: who sent it and which messages it names.
+
+    Read from the raw header block, not the parsed message, so a turn names its keys at
+    once; an odd header may be read differently from the parser's reading, which at worst
+    costs a conversation its order, never a message.
+    """
     keys: set[str] = set()
     mail_from = envelope.get("mail_from")
     if isinstance(mail_from, str) and mail_from.strip("<>"):
         keys.add(mail_from.strip("<>").lower())
-    if parsed is not None:
-        if parsed.sender is not None and parsed.sender.addr_spec:
-            keys.add(parsed.sender.addr_spec.lower())
-        ids: Iterable[str] = (parsed.message_id, *parsed.in_reply_to, *parsed.references)
-        keys.update(i.lower() for i in ids if i)
+    head = raw[:HEADER_LIMIT].removeprefix(b"\xef\xbb\xbf")  # a BOM the parser skips too
+    end = _END.search(head)
+    head = _FOLD.sub(b" ", head[: end.start()] if end else head)
+    for name, value in _FIELD.findall(head):
+        text = value.decode("latin-1").strip()
+        if name.lower() in (b"from", b"sender"):
+            keys.update(a.lower() for _, a in getaddresses([text]) if "@" in a)
+        else:
+            ids = _ID.findall(text) or text.split()[:1]  # some mailers leave out the <>
+            keys.update(i.lower() for i in ids)
     return frozenset(keys)
+
+
+class Turn:
+    """One entry's place in the order: name its keys, then wait before committing."""
+
+    __slots__ = ("_number", "_turns")
+
+    def __init__(self, turns: Turns, number: int) -> None:
+        self._turns, self._number = turns, number
+
+    def name(self, keys: frozenset[str]) -> None:
+        self._turns.name(self._number, keys)
+
+    def wait(self) -> None:
+        self._turns.wait(self._number)
 
 
 class Turns:
     """Turn numbers in dispatch order; a turn waits for the earlier ones it shares a key
-    with. Keys of ``None`` mean "not parsed yet": such a turn may share anything."""
+    with. Keys of ``None`` mean "not named yet": such a turn may share anything."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -48,30 +81,38 @@ class Turns:
 
     def take(self) -> int:
         with self._cond:
-            turn, self._next = self._next, self._next + 1
-            self._open[turn] = None
-            return turn
+            number, self._next = self._next, self._next + 1
+            self._open[number] = None
+            return number
 
-    def wait(self, turn: int, keys: frozenset[str]) -> None:
-        """Name ``turn``'s keys; return when no earlier open turn may share one."""
-        with self._cond:
-            self._open[turn] = keys
-            self._cond.notify_all()
-            self._cond.wait_for(lambda: not self._blocked(turn, keys))
+    def turn(self, number: int) -> Turn:
+        return Turn(self, number)
 
-    def done(self, turn: int) -> None:
-        """``turn`` committed, failed or was never worked on: later turns may go."""
+    def name(self, number: int, keys: frozenset[str]) -> None:
         with self._cond:
-            self._open.pop(turn, None)
+            if number in self._open:
+                self._open[number] = keys
+                self._cond.notify_all()
+
+    def wait(self, number: int) -> None:
+        """Return when no earlier open turn may share a key with ``number``."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._blocked(number))
+
+    def done(self, number: int) -> None:
+        """``number`` committed, failed or was never worked on: later turns may go."""
+        with self._cond:
+            self._open.pop(number, None)
             self._cond.notify_all()
 
     def open(self) -> int:
         with self._cond:
             return len(self._open)
 
-    def _blocked(self, turn: int, keys: frozenset[str]) -> bool:
+    def _blocked(self, number: int) -> bool:
+        keys = self._open.get(number) or frozenset()
         for other, theirs in self._open.items():
-            if other >= turn:
+            if other >= number:
                 return False
             if theirs is None or not keys.isdisjoint(theirs):
                 return True

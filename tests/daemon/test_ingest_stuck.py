@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import PipelineConfig
-from daemon.ingest import IngestRunner, Outcome, WaitTurn
+from daemon.ingest import IngestRunner, Outcome
+from daemon.ordering import Turn
 from daemon.spool import Spool, SpoolEntry
 from support.daemon import wait_until
 from support.mail import message
@@ -26,7 +27,7 @@ class Hanging:
         self.release = threading.Event()
         self.started = threading.Event()
 
-    def process(self, entry: SpoolEntry, wait_turn: WaitTurn | None = None) -> Outcome:
+    def process(self, entry: SpoolEntry, turn: Turn | None = None) -> Outcome:
         self.started.set()
         self.release.wait(30)
         self.spool.complete(entry)

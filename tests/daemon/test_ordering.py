@@ -10,14 +10,17 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from conftest import corpus_files
 from daemon.config import PipelineConfig, load
-from daemon.ingest import IngestRunner
+from daemon.ingest import IngestProcessor, IngestRunner
 from daemon.ordering import Turns, order_keys
-from daemon.parts import open_parts
+from daemon.parsepool import ParserPool
+from daemon.parts import Parts, open_parts
 from parsers import parse_message
 from storage.models import Message, Ticket
-from support.daemon import free_port, write_config
+from support.daemon import free_port, wait_until, write_config
 from support.mail import message
+from support.parsefns import hang_on_marker
 
 
 def _in_thread(fn: Callable[[], None]) -> tuple[threading.Thread, threading.Event]:
@@ -35,8 +38,9 @@ def _in_thread(fn: Callable[[], None]) -> tuple[threading.Thread, threading.Even
 def test_a_turn_waits_for_an_earlier_one_sharing_a_key_until_it_is_done() -> None:
     turns = Turns()
     first, second = turns.take(), turns.take()
-    turns.wait(first, frozenset({"ana@cliente.es"}))
-    t, went = _in_thread(lambda: turns.wait(second, frozenset({"ana@cliente.es", "x@y"})))
+    turns.name(first, frozenset({"ana@cliente.es"}))
+    turns.name(second, frozenset({"ana@cliente.es", "x@y"}))
+    t, went = _in_thread(lambda: turns.wait(second))
     assert not went.wait(0.2)
     turns.done(first)
     assert went.wait(5)
@@ -44,12 +48,13 @@ def test_a_turn_waits_for_an_earlier_one_sharing_a_key_until_it_is_done() -> Non
 
 
 def test_a_turn_waits_until_every_earlier_one_has_named_its_keys() -> None:
-    """An earlier entry still parsing may belong to the same conversation."""
+    """An earlier entry not yet read may belong to the same conversation."""
     turns = Turns()
     first, second = turns.take(), turns.take()
-    t, went = _in_thread(lambda: turns.wait(second, frozenset({"luis@otro.es"})))
+    turns.name(second, frozenset({"luis@otro.es"}))
+    t, went = _in_thread(lambda: turns.wait(second))
     assert not went.wait(0.2)
-    turns.wait(first, frozenset({"ana@cliente.es"}))  # unrelated: the second may go now
+    turns.name(first, frozenset({"ana@cliente.es"}))  # unrelated: the second may go now
     assert went.wait(5)
     t.join()
     assert turns.open() == 2
@@ -62,29 +67,92 @@ def test_later_and_finished_turns_never_hold_one_back() -> None:
     turns = Turns()
     first, second, third = turns.take(), turns.take(), turns.take()
     turns.done(first)  # e.g. claimed by another process: never worked on
-    turns.wait(second, frozenset({"ana@cliente.es"}))  # the third is later: no wait
+    turns.name(second, frozenset({"ana@cliente.es"}))
+    turns.wait(second)  # the third is later and has named nothing: no wait
     turns.done(second)
-    turns.wait(third, frozenset({"ana@cliente.es"}))
+    turns.name(third, frozenset({"ana@cliente.es"}))
+    turns.wait(third)
     turns.done(third)
+    turns.name(third, frozenset({"late"}))  # naming a finished turn reopens nothing
     assert turns.open() == 0
 
 
-def test_order_keys_name_the_sender_and_the_messages_referred_to() -> None:
+def test_order_keys_name_the_senders_and_the_messages_referred_to() -> None:
     raw = message(
         "Re: web",
         sender="Ana@Cliente.es",
         message_id="<Reply@cliente.es>",
-        headers="In-Reply-To: <orig@cliente.es>\r\nReferences: <root@x> <orig@cliente.es>\r\n",
+        headers=(
+            "Sender: =?utf-8?q?Se=C3=B1or?= <agente@desk.es>\r\n"
+            "In-Reply-To: <orig@cliente.es>\r\n"
+            "References: <root@x>\r\n <orig@cliente.es>\r\n"
+        ),
+        body="From: <not-a-header@x.es>\nMessage-ID: <nor-this@x.es>\n",
     )
-    keys = order_keys(parse_message(raw), {"mail_from": "bounce@lista.es"})
+    keys = order_keys(b"\xef\xbb\xbf" + raw, {"mail_from": "bounce@lista.es"})
     assert keys == {
         "ana@cliente.es",
+        "agente@desk.es",
         "bounce@lista.es",
         "reply@cliente.es",
         "orig@cliente.es",
         "root@x",
     }
-    assert order_keys(None, {"mail_from": ""}) == frozenset()
+    assert order_keys(b"no header block at all", {"mail_from": ""}) == frozenset()
+    assert order_keys(b"Message-ID: 102.1020\r\n\r\n", {}) == {"102.1020"}
+
+
+def test_order_keys_agree_with_the_parser_on_the_whole_corpus(corpus: Path) -> None:
+    """Every sender, Message-ID and reference the parser finds in the shared corpus is a
+    key: read from the raw header block, the keys do not wait for the parse."""
+    missing = []
+    for f in corpus_files(corpus):
+        raw = f.read_bytes()
+        parsed = parse_message(raw)
+        keys = order_keys(raw, {})
+        wanted = {r.lower() for r in (*parsed.in_reply_to, *parsed.references)}
+        if parsed.sender is not None and parsed.sender.addr_spec:
+            wanted.add(parsed.sender.addr_spec.lower())
+        if parsed.message_id and not parsed.message_id_generated:
+            wanted.add(parsed.message_id.lower())
+        if not wanted <= keys:
+            missing.append((f.name, sorted(wanted - keys)))
+    assert missing == []
+
+
+def test_a_message_hanging_its_parser_holds_back_only_its_own_conversation(
+    parts: Parts,
+) -> None:
+    """Two workers: one stays on a message whose parse hangs until the time limit; the
+    other stores the mail behind it from other senders meanwhile, and then waits with
+    the hung sender's next mail until its first is settled (quarantined, here)."""
+    pool = ParserPool(2, 20, parse=hang_on_marker)
+    try:
+        processor = IngestProcessor(parts.spool, parts.db, pool, parts.blobs)
+        hung = message("Cuelga", sender="ana@x.es", headers="X-Hang-Parser: yes\r\n")
+        parts.spool.put(hung, {"source": "smtp"})
+        for i in range(5):
+            parts.spool.put(message(f"Normal {i}", sender=f"c{i}@y{i}.es"), {"source": "smtp"})
+        after = message("Otra", sender="ana@x.es", body="Y otra cosa.\n")
+        parts.spool.put(after, {"source": "smtp"})
+        runner = IngestRunner(processor, PipelineConfig(parse_workers=2, poll_interval=0.05))
+        runner.start()
+        try:
+            # Well inside the 20 s limit: without keys read before the parse, every entry
+            # behind the hung one would wait for its parse to end.
+            wait_until(lambda: _count(parts, Message) == 5, 10, what="the other senders' mail")
+            with parts.db.transaction() as s:
+                froms = set(s.scalars(select(Message.from_addr)))
+            assert "ana@x.es" not in froms
+        finally:
+            runner.stop(30)
+    finally:
+        pool.close()
+
+
+def _count(parts: Parts, model: type) -> int:
+    with parts.db.transaction() as s:
+        return int(s.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def test_replies_join_their_original_with_two_workers_on_postgresql(
