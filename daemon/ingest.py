@@ -242,7 +242,7 @@ class IngestProcessor:
         """Parse outside any transaction, run ``steps`` in one, then log what committed."""
         reason = ""
         if turn is not None:
-            turn.name(order_keys(raw, envelope))
+            turn.name(order_keys(raw, envelope))  # never raises: any bytes give keys
         try:
             parsed = self.parsers.parse(raw)
         except ParseTimeoutError as exc:
@@ -319,6 +319,9 @@ def _received_at(entry: SpoolEntry, clock: Clock) -> datetime:
     return clock()
 
 
+RETRIES_IN_TURN = 3
+
+
 class IngestRunner:
     """A dispatcher thread feeding worker threads; each worker claims before it works."""
 
@@ -332,6 +335,7 @@ class IngestRunner:
             maxsize=cfg.parse_workers * 4
         )
         self.turns = Turns()
+        self._ordered = cfg.parse_workers > 1
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -398,25 +402,36 @@ class IngestRunner:
             item = self._queue.get()
             if item is None:
                 return
-            turn, entry_id = item
+            number, entry_id = item
             try:
-                if self.stopping.is_set():
-                    continue
-                entry = self.spool.claim(entry_id)
-                if entry is None:
-                    continue
-                me = threading.current_thread().name
-                self._busy[me] = (time.monotonic(), entry_id)
-                try:
-                    outcome = self.processor.process(entry, self.turns.turn(turn))
-                finally:
-                    self._busy.pop(me, None)
-                    self.turns.done(turn)
-                self.processed += 1
-                if outcome.outcome == "retry":
-                    # Back off briefly so a down database is not hammered.
-                    self.stopping.wait(min(5.0, self.cfg.poll_interval))
+                # One worker stores in spool order by itself: no keys to read.
+                self._settle(entry_id, self.turns.turn(number) if self._ordered else None)
             finally:
-                self.turns.done(turn)  # also when never claimed or worked on
+                self.turns.done(number)  # also when never claimed or worked on
                 with self._lock:
                     self._in_flight.discard(entry_id)
+
+    def _settle(self, entry_id: str, turn: Turn | None) -> None:
+        """Process an entry; with a turn, a retry is tried again here a few times: were it
+        dispatched again, it would come after the later mail of its conversation that is
+        waiting for it now (a deadlock, a killed session or a unique-key race clears in a
+        try or two). Then it goes back to the spool, so no entry keeps a worker for ever."""
+        for _ in range(RETRIES_IN_TURN + 1):
+            if self.stopping.is_set():
+                return
+            entry = self.spool.claim(entry_id)
+            if entry is None:
+                return  # another process has it
+            me = threading.current_thread().name
+            self._busy[me] = (time.monotonic(), entry_id)
+            try:
+                outcome = self.processor.process(entry, turn)
+            finally:
+                self._busy.pop(me, None)  # not stuck while it backs off
+            self.processed += 1
+            if outcome.outcome != "retry":
+                return
+            # Back off briefly so a down database is not hammered.
+            self.stopping.wait(min(5.0, self.cfg.poll_interval))
+            if turn is None:
+                return

@@ -20,38 +20,46 @@ from __future__ import annotations
 
 import re
 import threading
-from email.utils import getaddresses
 from typing import Any
 
 HEADER_LIMIT = 256 * 1024  # a header block longer than this is read this far
+FIELD_LIMIT = 4096  # of one field's value: a few addresses or a long References chain
 _END = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(rb"\r?\n[ \t]")
 _FIELD = re.compile(rb"^(from|sender|message-id|in-reply-to|references)[ \t]*:(.*)$", re.I | re.M)
 _ID = re.compile(r"<([^<>\s]{1,998})>")
+# Not an address parser (Python's recurses on nested comments; the parser's own is in
+# the parser process): a key only has to name the same mailbox the same way each time.
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"@]{1,64}@[^\s<>()\[\],;:\"@]{1,255}")
 
 
 def order_keys(raw: bytes, envelope: dict[str, Any]) -> frozenset[str]:
     """What ties this message to others: who sent it and which messages it names.
 
-    Read from the raw header block, not the parsed message, so a turn names its keys at
-    once; an odd header may be read differently from the parser's reading, which at worst
-    costs a conversation its order, never a message.
+    Read from the raw header block with linear patterns, not the parsed message, so a
+    turn names its keys at once and no input can make this fail; an odd header may be
+    read differently from the parser's reading, which at worst costs a conversation its
+    order, never a message. The envelope sender counts only when no header names one:
+    a list's or a relay's is the same for all its mail, which would be one conversation.
     """
     keys: set[str] = set()
-    mail_from = envelope.get("mail_from")
-    if isinstance(mail_from, str) and mail_from.strip("<>"):
-        keys.add(mail_from.strip("<>").lower())
-    head = raw[:HEADER_LIMIT].removeprefix(b"\xef\xbb\xbf")  # a BOM the parser skips too
+    senders: set[str] = set()
+    head = raw[:HEADER_LIMIT].removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")  # as the parser
     end = _END.search(head)
     head = _FOLD.sub(b" ", head[: end.start()] if end else head)
     for name, value in _FIELD.findall(head):
-        text = value.decode("latin-1").strip()
+        text = value[:FIELD_LIMIT].decode("latin-1")
         if name.lower() in (b"from", b"sender"):
-            keys.update(a.lower() for _, a in getaddresses([text]) if "@" in a)
-        else:
-            ids = _ID.findall(text) or text.split()[:1]  # some mailers leave out the <>
-            keys.update(i.lower() for i in ids)
-    return frozenset(keys)
+            senders.update(a.lower() for a in _ADDRESS.findall(text))
+            continue
+        ids = _ID.findall(text)
+        if not ids:  # some mailers leave out the <>; free text ("your mail of …") is no id
+            ids = [t for t in text.split()[:1] if "@" in t or name.lower() == b"message-id"]
+        keys.update(i.lower() for i in ids)
+    mail_from = envelope.get("mail_from")
+    if not senders and isinstance(mail_from, str) and mail_from.strip("<>"):
+        senders.add(mail_from.strip("<>").lower())
+    return frozenset(keys | senders)
 
 
 class Turn:

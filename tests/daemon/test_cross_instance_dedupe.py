@@ -13,13 +13,14 @@ find the original's ticket instead of opening one of its own.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from daemon import config as config_mod
 from daemon import pipeline
@@ -133,8 +134,9 @@ def test_a_reply_reaching_another_instance_mid_original_joins_its_ticket(
     assert paused.wait(30)
     second = threading.Thread(target=store, args=("reply", b, reply))
     second.start()
-    second.join(1.0)
-    waited = second.is_alive()  # B waits on A's lock, not on A's commit by chance
+    # B waits on the sender's lock, before anything else it does (without it, B would
+    # go on and wait later, on the acknowledgement's rate-limit row that A holds).
+    waited = _waits_on_an_advisory_lock(a, 10) and second.is_alive()
     release.set()
     first.join(30)
     second.join(30)
@@ -143,3 +145,16 @@ def test_a_reply_reaching_another_instance_mid_original_joins_its_ticket(
     assert waited
     with a.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Ticket)) == 3
+
+
+def _waits_on_an_advisory_lock(parts: Parts, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with parts.db.engine.connect() as conn:
+            waiting = conn.scalar(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            )
+        if waiting:
+            return True
+        time.sleep(0.05)
+    return False
