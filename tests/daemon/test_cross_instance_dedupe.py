@@ -29,7 +29,7 @@ from daemon.parts import Parts, open_parts
 from daemon.work import Work
 from storage.models import Delivery, Message, Ticket
 from support.daemon import free_port, write_config
-from support.mail import message
+from support.mail import message, message_and_reply
 
 PAIRS = 12
 
@@ -122,12 +122,11 @@ def test_a_reply_reaching_another_instance_mid_original_joins_its_ticket(
     # would make B wait, or retry, by itself).
     store("warm-a", a, message("Factura de octubre", sender="ana@x.es", body="¿Y la factura?\n"))
     store("warm-b", b, message("Alta de usuario", sender="eva@z.es"))
-    original = message("Sin acceso al panel", sender="ana@x.es", message_id="<orig@cliente.es>")
-    reply = message(
-        "Re: Sin acceso al panel",
-        sender="Ana@X.es",
-        body="Sigue sin funcionar.\n",
-        headers="In-Reply-To: <orig@cliente.es>\r\n",
+    original, reply = message_and_reply(
+        "Sin acceso al panel",
+        sender="ana@x.es",
+        message_id="<orig@cliente.es>",
+        reply_sender="Ana@X.es",
     )
     first = threading.Thread(target=store, args=("original", a, original))
     first.start()

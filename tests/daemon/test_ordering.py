@@ -23,7 +23,7 @@ from daemon.work import Work
 from parsers import parse_message
 from storage.models import Message, Ticket
 from support.daemon import free_port, wait_until, write_config
-from support.mail import message
+from support.mail import message, message_and_reply
 from support.parsefns import hang_on_marker
 
 
@@ -198,12 +198,8 @@ def test_a_retried_message_keeps_its_turn(parts: Parts, monkeypatch: pytest.Monk
         thread(work)
 
     monkeypatch.setitem(pipeline.STEPS, "thread", fail_once)
-    original = message("Sin acceso al panel", sender="ana@x.es", message_id="<o@x.es>")
-    reply = message(
-        "Re: Sin acceso al panel",
-        sender="ana@x.es",
-        body="Tampoco hoy.\n",
-        headers="In-Reply-To: <o@x.es>\r\n",
+    original, reply = message_and_reply(
+        "Sin acceso al panel", sender="ana@x.es", message_id="<o@x.es>"
     )
     parts.spool.put(original, {"source": "smtp"})
     parts.spool.put(reply, {"source": "smtp"})
@@ -235,19 +231,9 @@ def test_replies_join_their_original_with_two_workers_on_postgresql(
     with open_parts(cfg, recover=True) as parts:
         for i in range(pairs):
             who = f"c{i}@cliente{i}.es"
-            parts.spool.put(
-                message(f"Problema {i}", sender=who, message_id=f"<o{i}@cliente{i}.es>"),
-                {"source": "smtp", "envelope": {"mail_from": who}},
-            )
-            parts.spool.put(
-                message(
-                    f"Re: Problema {i}",
-                    sender=who,
-                    body="Sigue igual.\n",
-                    headers=f"In-Reply-To: <o{i}@cliente{i}.es>\r\n",
-                ),
-                {"source": "smtp", "envelope": {"mail_from": who}},
-            )
+            pair = message_and_reply(f"Problema {i}", sender=who, message_id=f"<o{i}@c{i}.es>")
+            for raw in pair:
+                parts.spool.put(raw, {"source": "smtp", "envelope": {"mail_from": who}})
         runner = IngestRunner(parts.processor, cfg.pipeline)
         runner.start()
         try:

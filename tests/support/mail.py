@@ -68,6 +68,20 @@ def message(
     return text.encode("utf-8")
 
 
+def message_and_reply(
+    subject: str, *, sender: str, message_id: str, reply_sender: str = "", reply_body: str = ""
+) -> tuple[bytes, bytes]:
+    """A customer's message and their reply to it (``In-Reply-To`` its Message-ID)."""
+    original = message(subject, sender=sender, message_id=message_id)
+    reply = message(
+        f"Re: {subject}",
+        sender=reply_sender or sender,
+        body=reply_body or "Sigue igual.\n",
+        headers=f"In-Reply-To: {message_id}\r\n",
+    )
+    return original, reply
+
+
 def send(
     port: int,
     raw: bytes,
