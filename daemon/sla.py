@@ -141,7 +141,9 @@ def record(
     """Add one clock event to the ticket and rewrite its deadline columns; the new clocks.
 
     ``known``: the ticket's clock events the caller already loaded (the scheduler loads a
-    batch at once); the new one is appended to it, and nothing is read back.
+    batch at once); the new one is appended to it, and nothing is read back. Without it,
+    a ticket whose clocks snapshot is current folds the one event into it (``folded``);
+    only one without a snapshot, or a new policy, replays its history from the database.
     """
     if kind not in CLOCK_KINDS:
         raise ValueError(f"{kind!r} is not a clock event; one of {', '.join(CLOCK_KINDS)}")
@@ -149,12 +151,37 @@ def record(
     row = repo.add_event(session, ticket, kind, now, data=payload, message=message)
     if known is not None:
         known.append(row)
-        rows = known
+        clocks = cache(ticket, history_of(known), sla)
+    elif (folded_clocks := folded(ticket, kind, payload, sla)) is not None:
+        clocks = folded_clocks
     else:
         rows = clock_rows(session, ticket) if ticket.id is not None else [row]  # flushes row
-    clocks = cache(ticket, history_of(rows), sla)
+        clocks = cache(ticket, history_of(rows), sla)
     # The event keeps what it set beside its inputs: the audit trail reads without a replay.
     row.data = {**payload, "result": _result(ticket)}
+    return clocks
+
+
+def folded(ticket: Ticket, kind: str, data: dict[str, Any], sla: SlaConfig) -> ck.Clocks | None:
+    """The clocks after one more event, folded into the ticket's snapshot and written onto
+    its columns; None when there is no current snapshot or the event is a (re)stamp.
+
+    A replay is this same fold from the first event (``triage.clocks.replay``), and the
+    snapshot is its result so far (every clock event and scheduler pass writes it), so the
+    deadlines are the replay's; the scheduler folds the same way. A reply no longer reads
+    its ticket's whole history back: a statement, a flush and a replay less a message.
+    """
+    make = _EVENTS.get(kind)
+    if make is None or ticket.id is None or not ticket.sla_policy:
+        return None  # a stamp may change the policy: the whole history is replayed under it
+    try:
+        before = clock_state.decode(ticket.clocks)
+    except clock_state.SnapshotError:
+        return None  # written before snapshots existed
+    policy, calendar = policy_and_calendar(sla, ticket.sla_policy)
+    at = datetime.fromisoformat(str(data["at"]))
+    clocks = ck.apply(before, make(at, data), policy, calendar, explain=False)
+    write(ticket, clocks, policy, calendar, sla)
     return clocks
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from daemon import sla
 from daemon.config import Config
@@ -769,3 +769,51 @@ def test_one_claim_threads_each_mail_on_its_own_ticket(
     for to, thread in threads.items():
         assert got[to]["In-Reply-To"] == thread[-1]
         assert str(got[to]["References"]).split() == thread
+
+
+def test_clock_events_fold_into_the_snapshot_as_a_replay_would(desk: Any) -> None:
+    """A reply or an agent's action folds its one event into the ticket's clocks snapshot
+    instead of reading the whole history back; after every step a replay of the events
+    from the start gives the same deadlines and snapshot (``buzon sla explain``)."""
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T10:00")
+    ref = ingest(parts, clock, message("El correo no llega", message_id="<f1@cliente.es>"))
+    read_back: list[str] = []
+    current = [""]  # the reply being ingested (``act`` loads the ticket with its events)
+
+    def seen(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
+        if current[0] == "reply" and "FROM ticket_events" in statement:
+            read_back.append(statement)
+
+    def reply(wall: str, n: int) -> None:
+        clock.at(wall)
+        raw = message(
+            "Re: El correo no llega",
+            body=f"Sigue igual, intento {n}: no llega nada a la bandeja.\n",
+            headers="In-Reply-To: <f1@cliente.es>\r\n",
+        )
+        assert ingest(parts, clock, raw) == ref
+
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("reply", lambda: reply("2026-12-01T10:30", 1)),
+        ("assign", lambda: act(parts, cfg, clock, ref, "assign", agent="Luis", by="t")),
+        ("reply", lambda: reply("2026-12-01T12:10", 2)),
+        ("respond", lambda: act(parts, cfg, clock, ref, "respond", agent="Luis", via="t")),
+        ("wait", lambda: act(parts, cfg, clock, ref, "wait", by="Luis")),
+        ("reply", lambda: reply("2026-12-04T16:55", 3)),  # Friday: a business-day cadence
+        ("close", lambda: act(parts, cfg, clock, ref, "close", reason="solved", by="t")),
+        ("reply", lambda: reply("2026-12-08T09:00", 4)),  # a holiday in Madrid: reopens
+    ]
+    event.listen(parts.db.engine, "before_cursor_execute", seen)
+    try:
+        for name, step in steps:
+            current[0] = name
+            step()
+            current[0] = ""
+            assert explain_agrees(parts, cfg, ref), f"snapshot and replay differ after {name}"
+    finally:
+        event.remove(parts.db.engine, "before_cursor_execute", seen)
+    t = ticket(parts, ref)
+    assert t.status == "open" and t.respond_by is not None
+    assert len(events(parts, ref, "reopened")) == 1
+    assert read_back == [], "a reply read its ticket's history back"
