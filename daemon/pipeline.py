@@ -296,10 +296,9 @@ def classify(work: Work) -> None:
         return
     if work.voicemail is not None:
         return  # the PBX's notice says nothing of the matter: the transcript is classified
-    # A ticket this message opened has no other message: nothing to load.
-    others = () if work.opened else ticket.messages
-    earlier = [m.received_at for m in others if m is not msg and m.id != msg.id]
-    c = work.triager.classify(facts_for(msg, work.envelope, max(earlier, default=None)))
+    # A ticket this message opened has no other message: nothing to read.
+    previous = None if work.opened else repo.previous_received_at(work.session, ticket.id, msg)
+    c = work.triager.classify(facts_for(msg, work.envelope, previous))
     work.flags_raised = tuple(c.flags.raised)
     if ticket.message_count <= 1 and not ticket.category:
         apply_classification(work.session, ticket, msg, c, work.now)

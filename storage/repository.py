@@ -34,6 +34,23 @@ _BY_SPOOL_ID = select(Delivery).where(Delivery.spool_id == bindparam("spool_id")
 _CONTACT = select(Contact).where(Contact.address == bindparam("address"))
 
 
+_LATEST_TWO = (
+    select(Message.id, Message.received_at)
+    .where(Message.ticket_id == bindparam("tid"))
+    .order_by(Message.received_at.desc())
+    .limit(2)
+)
+
+
+def previous_received_at(session: Session, ticket_id: int, message: Message) -> datetime | None:
+    """When the latest of the ticket's other messages arrived: ids and times only, where
+    loading ``Ticket.messages`` read every message's raw bytes, attachments included."""
+    for pk, at in session.execute(_LATEST_TWO, {"tid": ticket_id}):  # flushes ``message``
+        if pk != message.id:
+            return at
+    return None
+
+
 def message_by_sha(session: Session, sha256: str) -> Message | None:
     return session.scalar(_BY_SHA, {"sha": sha256})
 
