@@ -174,7 +174,8 @@ def _tally(conn: Connection, after: int, upto: int | None) -> Tally[tuple[str, s
             (TicketEvent.kind == "sla_alarm", TicketEvent.data["kind"].as_string()),
             else_=code,
         ).label("label"),
-        # Alarms recorded without a log line (an at-risk due with its breach) were not told.
+        # Alarms recorded without a log line (an at-risk due with its breach, in rows written
+        # before such an alarm became a mark on its breach's event) were not told.
         TicketEvent.data["logged"].as_boolean().label("logged"),
     ).where(TicketEvent.id > after, TicketEvent.kind.in_(EVENT_KINDS))
     if upto is not None:

@@ -449,6 +449,15 @@ def test_alarms_are_logged_once_and_catch_up_without_duplicates(desk: Any) -> No
     assert f"{ref}  assign  " in text and f"{ref}  respond  " in text
     alarms = [e for e in events(parts, ref, "sla_alarm") if e["kind"] == "breached"]
     assert [e["notice"] for e in alarms] == [notice.id, notice.id]
+    # The respond clock's at-risk moment passed in the downtime too: its key is kept, so it
+    # is never told later, and its breach's event says so; it has no event of its own.
+    assert [(e["clock"], e.get("at_risk_passed", False)) for e in alarms] == [
+        ("assign", False),
+        ("respond", True),
+    ]
+    at_risk = [e["clock"] for e in events(parts, ref, "sla_alarm") if e["kind"] == "at_risk"]
+    assert at_risk == ["assign"]
+    assert any(k.startswith("respond:at_risk:") for k in ticket(parts, ref).alarms_sent)
     assert explain_agrees(parts, cfg, ref)
 
 
