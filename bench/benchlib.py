@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # This folder is sys.path[0] for a bench, and its triage.py and transcription.py would
 # shadow the packages of those names for every later import: the repository goes first.
@@ -32,6 +33,15 @@ BASE_TOML = (
     "[log]\n"
     'level = "warning"\n'
 )
+
+
+def daemon_config(tmp: Path, database: str = "") -> Any:
+    """The daemon's parsed configuration for an in-process bench: ``BASE_TOML`` with its
+    files under ``tmp``, on ``database`` (a URL) instead of the SQLite file when given."""
+    from daemon import config
+
+    toml = BASE_TOML.replace('"sqlite:///b.db"', f'"{database}"') if database else BASE_TOML
+    return config.parse(toml, base=tmp, source="bench")
 
 
 def tree_cpu(pid: int) -> float:

@@ -59,7 +59,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import BASE_TOML, PG_ADMIN, scratch_database
+from benchlib import PG_ADMIN, daemon_config, scratch_database
 
 SUPPORT = "soporte@example.com"
 START = datetime(2026, 11, 16, 8, 30, tzinfo=UTC)
@@ -181,13 +181,6 @@ def bench_parser(raws: Sequence[bytes]) -> float | None:
     return time.perf_counter() - started
 
 
-def _config(tmp: Path, database: str) -> Any:
-    from daemon import config
-
-    toml = BASE_TOML.replace('"sqlite:///b.db"', f'"{database}"') if database else BASE_TOML
-    return config.parse(toml, base=tmp, source="bench")
-
-
 def bench_buzon(
     raws: Sequence[bytes], batch: int, tmpdir: str | None, pg: str = ""
 ) -> dict[str, Any]:
@@ -207,7 +200,7 @@ def _bench_buzon(
 
     tmp = Path(tempfile.mkdtemp(prefix="buzon-bench-ingest-", dir=tmpdir))
     try:
-        with open_parts(_config(tmp, database), recover=False) as parts:
+        with open_parts(daemon_config(tmp, database), recover=False) as parts:
             if database:
                 parts.db.upgrade()
             parts.parsers.parse(raws[0])  # the parser worker is booted, not timed

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchlib import BASE_TOML, PG_ADMIN, scratch_database
+from benchlib import PG_ADMIN, daemon_config, scratch_database
 
 
 def mail(n: int) -> bytes:
@@ -47,13 +47,11 @@ def mail(n: int) -> bytes:
 
 def run(replies: int, database: str) -> list[float]:
     """CPU seconds of each reply's processing, in order."""
-    from daemon import config
     from daemon.parts import open_parts
 
     tmp = Path(tempfile.mkdtemp(prefix="buzon-bench-replies-"))
-    toml = BASE_TOML.replace('"sqlite:///b.db"', f'"{database}"') if database else BASE_TOML
     try:
-        with open_parts(config.parse(toml, base=tmp, source="bench"), recover=False) as parts:
+        with open_parts(daemon_config(tmp, database), recover=False) as parts:
             if database:
                 parts.db.upgrade()
             parts.parsers.parse(mail(0))  # the parser worker is booted, not timed

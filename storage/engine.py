@@ -42,8 +42,8 @@ PG_CONNECT_ARGS: dict[str, int] = {
     "tcp_user_timeout": 60_000,
 }
 # A pooled PostgreSQL connection is pinged before use only after it sat this long in the
-# pool. SQLAlchemy's pool_pre_ping pings at every checkout: a round trip and ~2 % of the
-# ingest process's CPU a message, for connections a busy daemon used a moment ago. One
+# pool. SQLAlchemy's pool_pre_ping pings at every checkout: a round trip and a statement a
+# transaction, for connections a busy daemon used a moment ago. One
 # that dies in use (a server restart, pg_terminate_backend) fails its transaction, which
 # every caller retries as transient, and the pool is invalidated as on a failed ping.
 IDLE_PING_S = 10.0

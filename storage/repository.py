@@ -45,7 +45,9 @@ _LATEST_TWO = (
 def previous_received_at(session: Session, ticket_id: int, message: Message) -> datetime | None:
     """When the latest of the ticket's other messages arrived: ids and times only, where
     loading ``Ticket.messages`` read every message's raw bytes, attachments included."""
-    for pk, at in session.execute(_LATEST_TWO, {"tid": ticket_id}):  # flushes ``message``
+    # Ingest runs without autoflush: ``message`` may not be in the table yet (its id None),
+    # or be one of the two rows; either way it is not its own previous message.
+    for pk, at in session.execute(_LATEST_TWO, {"tid": ticket_id}):
         if pk != message.id:
             return at
     return None
