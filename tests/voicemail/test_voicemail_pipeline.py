@@ -215,7 +215,13 @@ def test_vm04_killed_recogniser_is_retried_then_the_ticket_says_it_failed(
         )
         pool = runner.pool
         assert isinstance(pool, TranscriberPool)
-        pid = next(w.pid for w in pool.stats().workers if w.pid)
+        # The recogniser busy with the job, not only the claim in the database: one killed
+        # before the pool hands it the job is replaced unseen and the job succeeds.
+        pid = wait_until(
+            lambda p=pool: next((w.pid for w in p.stats().workers if w.busy and w.pid), None),
+            10,
+            what="the recogniser busy with the job",
+        )
         os.kill(pid, 9)
         worker.join(60)
         vm = voicemail_row(parts, out.ticket_ref or "")
