@@ -34,7 +34,8 @@ def _db(cfg: Config) -> Database:
 
 
 def _ticket(session: Any, key: str) -> Ticket:
-    t = repo.ticket(session, key)
+    # Not ``repo.ticket``: an action on a long ticket must not load every mail's raw bytes.
+    t = repo.ticket_alone(session, key)
     if t is None:
         raise UsageError(f"no ticket {key!r}; see 'buzon tickets list'")
     if t.status == "merged":

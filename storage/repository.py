@@ -330,6 +330,15 @@ def ticket(session: Session, key: str | int) -> Ticket | None:
     return session.scalar(query.where(Ticket.ref == text.upper()))
 
 
+def ticket_alone(session: Session, key: str | int) -> Ticket | None:
+    """A ticket by numeric id or by ref, nothing else loaded: what an agent's action on its
+    clocks needs. ``ticket`` loads every message (raw bytes and attachments included)."""
+    text = str(key).strip()
+    if text.isdigit():
+        return session.get(Ticket, int(text))
+    return session.scalar(select(Ticket).where(Ticket.ref == text.upper()))
+
+
 def quarantined_messages(session: Session, limit: int = 1000) -> list[Message]:
     return list(
         session.scalars(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import email
 import email.policy
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 
+from daemon import agent_commands
 from daemon import config as config_mod
 from daemon.outbound import Outbound
 from storage.engine import Database
@@ -104,3 +107,46 @@ def test_files_are_history_unless_acknowledged(tmp_path: Path) -> None:
     eml.write_bytes(message("Pedido antiguo"))
     cli(cfg, "ingest", str(eml))
     assert outbox(cfg) == []
+
+
+def test_an_action_on_a_long_ticket_reads_none_of_its_mail(tmp_path: Path) -> None:
+    """Assign, respond, wait and close touch the ticket's row and clocks only: before, each
+    loaded every message of the ticket with its raw bytes and attachments."""
+    cfg, ref = setup(tmp_path)
+    for n in range(3):  # replies: the ticket holds four mails
+        eml = tmp_path / f"re{n}.eml"
+        eml.write_bytes(
+            message(
+                "Re: No puedo acceder al panel",
+                message_id=f"<r{n}@cliente.es>",
+                headers="In-Reply-To: <p1@cliente.es>\r\n",
+            )
+        )
+        run_cli("--config", str(cfg), "ingest", str(eml))
+    conf = config_mod.load(str(cfg))
+    db = sqlite3.connect(conf.storage.database.removeprefix("sqlite:///"))
+    try:
+        (count,) = db.execute("SELECT message_count FROM tickets WHERE ref = ?", (ref,)).fetchone()
+    finally:
+        db.close()
+    assert count == 4
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        for action, argv in (
+            (agent_commands.assign, {"agent": "luis", "by": None}),
+            (agent_commands.respond, {"agent": "luis"}),
+            (agent_commands.wait, {"by": None}),
+            (agent_commands.close, {"reason": "solved", "by": None}),
+        ):
+            assert action(conf, argparse.Namespace(ticket=ref, **argv)) == 0
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert reads and not [s for s in reads if "FROM messages" in s or "FROM attachments" in s]
+    code, text, _ = cli(cfg, "sla", "explain", ref)
+    assert code == 0 and "stored deadlines agree" in text
