@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from storage import core
 from storage.models import AuthorisedContact
 
 
@@ -29,8 +30,9 @@ def normalise(pattern: str) -> str:
     return pattern.strip().strip("<>").strip().lower()
 
 
-# Every ingested message asks: built once, not a select() and its cache key each time.
-_AUTHORISING = select(AuthorisedContact).where(
+# Every ingested message asks: built once, not a select() and its cache key each time;
+# rows on the connection, not entities (``storage.core``).
+_AUTHORISING = select(AuthorisedContact.pattern, AuthorisedContact.customer).where(
     AuthorisedContact.pattern.in_([bindparam("address"), bindparam("domain")])
 )
 
@@ -41,11 +43,11 @@ def authorisation(session: Session, address: str) -> Authorisation | None:
     if "@" not in address:
         return None
     domain = "@" + address.rpartition("@")[2]
-    rows = session.scalars(_AUTHORISING, {"address": address, "domain": domain}).all()
+    rows = core.connection(session).execute(_AUTHORISING, {"address": address, "domain": domain})
+    found = {pattern: customer for pattern, customer in rows}
     for wanted in (address, domain):
-        for row in rows:
-            if row.pattern == wanted:
-                return Authorisation(row.customer, row.pattern)
+        if wanted in found:
+            return Authorisation(found[wanted], wanted)
     return None
 
 

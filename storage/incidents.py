@@ -26,6 +26,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
+from storage import core
 from storage.models import Incident, Ticket
 
 
@@ -52,7 +53,7 @@ def attach_unlinked(
             )
         )
     linked = set(
-        session.scalars(
+        core.connection(session).scalars(
             update(Ticket)
             .where(*free)
             .values(incident_id=incident_id)
@@ -107,7 +108,8 @@ def count_link(
     customers_linked = {c for _, c in linked}
     # Counted as new customers first: in an outage nearly every link is one, and the row
     # stays locked from here to commit, so the common case is one statement shorter.
-    tickets, customers = session.execute(
+    db = core.connection(session)  # rows only: the session holds no incident it must learn of
+    tickets, customers = db.execute(
         _ADD,
         {
             "incident_id": incident_id,
@@ -117,12 +119,12 @@ def count_link(
         },
     ).one()
     seen = set(
-        session.scalars(
+        db.scalars(
             _SEEN,
             {"incident_id": incident_id, "linked_customers": list(customers_linked), "ids": ids},
         )
     )
     if seen:
-        session.execute(_UNCOUNT, {"incident_id": incident_id, "seen": len(seen)})
+        db.execute(_UNCOUNT, {"incident_id": incident_id, "seen": len(seen)})
         customers -= len(seen)
     return int(tickets), int(customers)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Row, bindparam, func, or_, select, text
 from sqlalchemy.orm import Session, load_only, selectinload
 
+from storage import core
 from storage.models import Contact, Delivery, Message, Ticket, TicketEvent
 
 OPEN = "open"
@@ -47,7 +48,7 @@ def previous_received_at(session: Session, ticket_id: int, message: Message) -> 
     loading ``Ticket.messages`` read every message's raw bytes, attachments included."""
     # Ingest runs without autoflush: ``message`` may not be in the table yet (its id None),
     # or be one of the two rows; either way it is not its own previous message.
-    for pk, at in session.execute(_LATEST_TWO, {"tid": ticket_id}):
+    for pk, at in core.connection(session).execute(_LATEST_TWO, {"tid": ticket_id}):
         if pk != message.id:
             return at
     return None
@@ -100,7 +101,7 @@ _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))")
 def _advisory_lock(session: Session, name: str) -> bool:
     if session.get_bind().dialect.name != "postgresql":
         return False
-    session.execute(_LOCK, {"id": name})
+    core.connection(session).execute(_LOCK, {"id": name})
     return True
 
 
@@ -240,7 +241,7 @@ def tickets_created_since(
     if category:
         params["category"] = category
         stmt = _CREATED_IN_CATEGORY
-    return session.execute(stmt, params).all()
+    return core.connection(session).execute(stmt, params).all()
 
 
 def open_ticket_for_requester(
