@@ -25,7 +25,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import scheduler as bench
+from scheduler import run_pass
+from scheduler_data import Case
+from scheduler_store import open_desk, restore
 
 import benchlib  # noqa: F401  (puts the repository first on sys.path)
 from daemon import logging as logmod
@@ -48,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.notify:
         cfg = replace(cfg, notify=(("*", args.notify),))
     outbound = Outbound(OutboundConfig(from_address="soporte@example.com"))
-    desks = [bench.open_desk(url, bench.Case(0, args.due)) for url in args.urls]
+    desks = [open_desk(url, Case(0, args.due)) for url in args.urls]
     for desk in desks:
         found = len(desk.pristine)
         if found != args.due:
             p.error(f"{desk.url}: {found} tickets due at the bench's NOW, not --due {args.due}")
-        bench.run_pass(desk, cfg, outbound)  # warm-up: imports, statement caches, page cache
-        if not bench.restore(desk):
+        run_pass(desk, cfg, outbound)  # warm-up: imports, statement caches, page cache
+        if not restore(desk):
             p.error(f"{desk.url}: the undo after the warm-up failed; regenerate it")
     # As bench/scheduler.py and the daemon do: frozen, the full collections of a pass do
     # not walk the due rows kept for the undo (~0.3 s of a 1M pass when they did).
@@ -63,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {d.url: [] for d in desks}
     for r in range(args.rounds):
         for desk in desks if r % 2 == 0 else list(reversed(desks)):
-            times[desk.url].append(bench.run_pass(desk, cfg, outbound).seconds)
-            bench.restore(desk)
+            times[desk.url].append(run_pass(desk, cfg, outbound).seconds)
+            restore(desk)
     base = times[desks[0].url]
     print(f"{args.rounds} rounds, CPU {cpu}, {args.due:,} due; ratio = median / baseline's")
     for url, ts in times.items():
