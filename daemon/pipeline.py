@@ -66,12 +66,14 @@ def _stored_before(work: Work) -> tuple[Message | None, str]:
     if p.message_id_generated:
         return repo.message_by_sha(work.session, work.sha256), "same raw bytes"
     found = repo.messages_by_sha_or_message_id(work.session, work.sha256, p.message_id)
-    for candidate in found:
-        if candidate.raw_sha256 == work.sha256:
-            return candidate, "same raw bytes"
-    for candidate in found:
-        if candidate.message_id == p.message_id and _same_message(candidate, work):
-            return candidate, "same Message-ID, sender and body"
+    for pk, sha, _ in found:
+        if sha == work.sha256:
+            return work.session.get(Message, pk), "same raw bytes"
+    for pk, _, message_id in found:
+        if message_id == p.message_id:
+            candidate = work.session.get(Message, pk)
+            if candidate is not None and _same_message(candidate, work):
+                return candidate, "same Message-ID, sender and body"
     return None, ""
 
 
