@@ -43,16 +43,17 @@ def collapse_duplicate(work: Work, customer: str) -> bool:
     if not informative(work.fingerprint) or customer in ("", "unknown"):
         return False
     since = work.received_at - timedelta(days=m.duplicate_window_days)
-    best: tuple[float, Ticket] | None = None
-    for t in repo.open_tickets_of_customer(
+    best: tuple[float, int] | None = None
+    for tid, match_text in repo.open_tickets_of_customer(
         work.session, customer, since=since, limit=m.duplicate_candidates
     ):
-        score = duplicate_score(work.fingerprint, t.match_text)
+        score = duplicate_score(work.fingerprint, match_text)
         if score >= m.duplicate_similarity and (best is None or score > best[0]):
-            best = (score, t)
-    if best is None:
+            best = (score, tid)
+    ticket = work.session.get(Ticket, best[1]) if best is not None else None
+    if best is None or ticket is None:
         return False
-    score, ticket = best
+    score = best[0]
     reason = (
         f"same customer, near-identical matter ({score:.2f} >= {m.duplicate_similarity:.2f}) "
         f"to open ticket {ticket.ref}: collapsed as a duplicate (seed 001 rule 5)"

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row, bindparam, func, or_, select, text
-from sqlalchemy.orm import Session, load_only, selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from storage import core
 from storage.models import Contact, Delivery, Message, Ticket, TicketEvent
@@ -170,29 +170,10 @@ def open_tickets_by_refs(
     return [t for t in live if _joinable(t, closed_since)]
 
 
-# Matching reads a candidate's fingerprint and a few keys, never its decisions or
-# clocks: only those columns are loaded, which skips two JSON documents (alarms,
-# clocks) and ~25 typed columns per row. The incident step reads up to 500
-# candidates per new ticket; loaded whole they cost 50 ms of CPU per message on
-# PostgreSQL, 39 ms like this (bench/scale.py). The rest loads on access, for the
-# one ticket a message joins.
-_MATCHING_ONLY = (
-    load_only(
-        Ticket.id,
-        Ticket.ref,
-        Ticket.status,
-        Ticket.customer,
-        Ticket.category,
-        Ticket.created_at,
-        Ticket.match_text,
-        Ticket.incident_id,
-    ),
-)
-
-
+# The duplicate check scores the customer's recent open tickets by fingerprint: it reads
+# ids and fingerprints only, as rows (``storage.core``), and loads the one it joins.
 _OF_CUSTOMER = (
-    select(Ticket)
-    .options(*_MATCHING_ONLY)
+    select(Ticket.id, Ticket.match_text)
     .where(
         Ticket.customer == bindparam("customer"),
         Ticket.status == OPEN,
@@ -205,10 +186,11 @@ _OF_CUSTOMER = (
 
 def open_tickets_of_customer(
     session: Session, customer: str, *, since: datetime, limit: int
-) -> list[Ticket]:
-    """The customer's open tickets created since ``since``, newest first (an index range)."""
+) -> Sequence[Row[int, str]]:
+    """(id, match_text) of the customer's open tickets created since ``since``, newest
+    first (an index range)."""
     params = {"customer": customer, "since": since, "limit": limit}
-    return list(session.scalars(_OF_CUSTOMER, params))
+    return core.connection(session).execute(_OF_CUSTOMER, params).all()
 
 
 class Candidate(NamedTuple):
