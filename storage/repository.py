@@ -141,6 +141,15 @@ def _joinable(ticket: Ticket, closed_since: datetime | None) -> bool:
     )
 
 
+# Built once, as the other per-message look-ups (module doc).
+_HOLDING = (
+    select(Message.message_id, Ticket)
+    .join(Ticket, Message.ticket_id == Ticket.id)
+    .where(Message.message_id.in_(bindparam("ids", expanding=True)), Ticket.status.in_(_LIVE))
+)
+_BY_REFS = select(Ticket).where(Ticket.ref.in_(bindparam("refs", expanding=True)))
+
+
 def open_tickets_for_message_ids(
     session: Session, message_ids: Sequence[str], closed_since: datetime | None = None
 ) -> list[tuple[str, Ticket]]:
@@ -150,11 +159,7 @@ def open_tickets_for_message_ids(
     """
     if not message_ids:
         return []
-    rows = session.execute(
-        select(Message.message_id, Ticket)
-        .join(Ticket, Message.ticket_id == Ticket.id)
-        .where(Message.message_id.in_(list(message_ids)[:200]), Ticket.status.in_(_LIVE))
-    )
+    rows = session.execute(_HOLDING, {"ids": list(message_ids)[:200]})
     out = [(mid, follow_merges(session, ticket)) for mid, ticket in rows]
     return [(mid, ticket) for mid, ticket in out if _joinable(ticket, closed_since)]
 
@@ -165,7 +170,7 @@ def open_tickets_by_refs(
     """The open (or, with ``closed_since``, recently closed) tickets with these refs."""
     if not refs:
         return []
-    rows = session.scalars(select(Ticket).where(Ticket.ref.in_(list(refs)[:50])))
+    rows = session.scalars(_BY_REFS, {"refs": list(refs)[:50]})
     live = [follow_merges(session, t) for t in rows if t.status in _LIVE]
     return [t for t in live if _joinable(t, closed_since)]
 
