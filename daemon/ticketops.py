@@ -62,9 +62,13 @@ def open_ticket(
         flags=list(flags),
         match_text=work.fingerprint,
     )
+    tid = repo.next_ticket_id(work.session)
+    if tid is not None:
+        ticket.id = tid  # its row goes in at the next flush (``next_ticket_id``)
     work.session.add(ticket)
-    msg.ticket = ticket  # before the flush: the message row goes in with its ticket id
-    work.session.flush()
+    msg.ticket = ticket  # before any flush: the message row goes in with its ticket id
+    if tid is None:
+        work.session.flush()
     ticket.ref = ref_for(ticket.id)
     repo.add_event(
         work.session,

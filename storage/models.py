@@ -203,6 +203,20 @@ class Ticket(Base):
         back_populates="ticket", order_by="TicketEvent.id"
     )
 
+    def __init__(self, **values: Any) -> None:
+        """A ticket with its columns' defaults from the start, not only once inserted: on
+        PostgreSQL the ingest writes a new ticket's row at the transaction's flush
+        (``repository.next_ticket_id``), and the steps before it read them."""
+        for column in self.__table__.columns:
+            default = column.default
+            if column.key in values or default is None:
+                continue
+            if default.is_scalar:
+                values[column.key] = default.arg
+            elif default.is_callable:
+                values[column.key] = default.arg(None)  # ``default=list``, wrapped for a context
+        super().__init__(**values)
+
     # Duplicate candidates: the customer's open tickets, newest first. Incident
     # candidates: the category's newest tickets; without the pair SQLite's planner
     # (no statistics) scans the whole category and the cost grows with the table.
@@ -294,8 +308,13 @@ class OutboxMail(Base):
     __table_args__ = (Index("ix_outbox_state_due", "state", "due_at"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    # Checked at commit (PostgreSQL; migration 0009): a new ticket's row is written at the
+    # transaction's flush, after its acknowledgement's row (``repository.next_ticket_id``).
     ticket_id: Mapped[int | None] = mapped_column(
-        Id, ForeignKey("tickets.id"), nullable=True, index=True
+        Id,
+        ForeignKey("tickets.id", deferrable=True, initially="DEFERRED"),
+        nullable=True,
+        index=True,
     )
     kind: Mapped[str] = mapped_column(String(32))  # ack | followup | last_notice | reply | notice
     recipient: Mapped[str] = mapped_column(SafeString(998), index=True)

@@ -113,6 +113,23 @@ def _advisory_lock(session: Session, name: str) -> bool:
     return True
 
 
+_NEXT_TICKET_ID = text("SELECT nextval(pg_get_serial_sequence('tickets', 'id'))")
+
+
+def next_ticket_id(session: Session) -> int | None:
+    """A new ticket's id drawn now from PostgreSQL's sequence; None on SQLite, which
+    assigns it only by the INSERT.
+
+    With the id (and so the ref) known first, the ticket's row is inserted once, with its
+    ref and its clocks, at the transaction's flush: not an INSERT to learn the id and an
+    UPDATE of the same row at commit (with a flush of its own). Rows inserted meanwhile
+    that refer to it are checked at commit (the outbox's: migration 0009).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return int(core.connection(session).execute(_NEXT_TICKET_ID).scalar_one())
+
+
 def delivery_by_spool_id(session: Session, spool_id: str) -> Delivery | None:
     return session.scalar(_BY_SPOOL_ID, {"spool_id": spool_id})
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, select, text
 
 from conftest import corpus_files
+from daemon.config import Config
+from daemon.parts import open_parts
+from storage import repository as repo
+from storage.models import OutboxMail
 from support.daemon import Daemon, free_port, run_cli, wait_until, write_config
-from support.mail import send
+from support.ingest import ingest_raw
+from support.mail import message, send
+from triage.refs import ref_for
 
 
 def test_daemon_on_postgresql_end_to_end(
@@ -52,3 +59,30 @@ def test_corpus_into_postgresql(corpus: Path, tmp_path: Path, pg_url: str) -> No
         results[name] = json.loads(run_cli("--config", str(cfg), "ingest", "--json", *files).stdout)
     assert results["pg"]["failed"] == 0
     assert results["pg"] == results["sqlite"]
+
+
+def test_a_new_ticket_is_written_once_with_its_ref_and_clocks(
+    config_factory: Callable[..., Config], pg_url: str
+) -> None:
+    """On PostgreSQL a new ticket's id is drawn first, so its row goes in once, at the
+    flush, with its ref, its defaults and its SLA stamp: no INSERT to learn the id followed
+    by an UPDATE of the same row. Its acknowledgement's outbox row, inserted before that
+    flush, refers to it (the reference is checked at commit)."""
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.lstrip())
+
+    with open_parts(config_factory(database=pg_url), recover=True) as parts:
+        event.listen(parts.db.engine, "before_cursor_execute", seen)
+        out = ingest_raw(parts, message("La web no carga desde ayer", sender="eva@cliente.es"))
+        event.remove(parts.db.engine, "before_cursor_execute", seen)
+        assert out.outcome == "stored" and out.ticket_ref
+        with parts.db.transaction() as s:
+            t = repo.ticket_alone(s, out.ticket_ref)
+            assert t is not None and t.ref == ref_for(t.id)
+            assert t.sla_policy and t.assign_by is not None and t.clocks is not None
+            acks = s.scalars(select(OutboxMail).where(OutboxMail.kind == "ack")).all()
+            assert [a.ticket_id for a in acks] == [t.id]
+    assert len([s for s in statements if s.startswith("INSERT INTO tickets")]) == 1
+    assert not [s for s in statements if s.startswith("UPDATE tickets")]

@@ -6,8 +6,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from storage.engine import Database, alembic_config, current_revision, head_revision
 
@@ -85,3 +87,63 @@ def test_0008_moves_a_tickets_triage_into_its_classified_event_and_back(
         2: {"decisions": {"category": {"value": "only on the row"}}},
         3: {},
     }
+
+
+def _outbox(conn: Any, db: Database, ticket_id: int, message_id: str) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO outbox (ticket_id, kind, recipient, envelope_from, message_id, subject, "
+            "state, attempts, created_at, due_at, claimed_by, last_error) VALUES (:tid, 'ack', "
+            "'ana@cliente.es', '', :mid, '', 'pending', 0, :at, :at, '', '')"
+        ),
+        {"tid": ticket_id, "mid": message_id, "at": _at(db)},
+    )
+
+
+def _ticket_row(conn: Any, db: Database, tid: int) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO tickets (id, ref, status, subject, customer, requester, channel, "
+            "message_count, created_at, updated_at, category, priority, language, flags, "
+            "match_text, team, sla_policy, sla_calendar, assigned_to, followups_sent, "
+            "alarms_sent) VALUES (:id, :ref, 'open', 's', 'c', 'r', 'email', 1, :at, :at, "
+            "'billing', 'high', 'es', '[]', '', '', '', '', '', 0, '[]')"
+        ),
+        {"id": tid, "ref": f"B-{tid}", "at": _at(db)},
+    )
+
+
+def _refused(db: Database, ticket_id: int, message_id: str) -> bool:
+    """Whether a transaction inserting an outbox row for a ticket that never comes fails."""
+    try:
+        with db.engine.begin() as conn:
+            _outbox(conn, db, ticket_id, message_id)
+    except IntegrityError:
+        return True
+    return False
+
+
+def test_0009_checks_the_outboxs_ticket_at_commit_and_keeps_the_rows(blank: Database) -> None:
+    """After 0009 an outbox row may be inserted before its ticket in one transaction (the
+    ingest draws a new ticket's id first and writes its row at the flush); a ticket that
+    never comes still fails the transaction. Rows survive both ways; downgrade checks at
+    once again."""
+    cfg = alembic_config(blank.engine)
+    command.upgrade(cfg, "0008")
+    with blank.engine.begin() as conn:
+        _ticket_row(conn, blank, 1)
+        _outbox(conn, blank, 1, "<kept@x>")
+
+    blank.upgrade()
+
+    with blank.engine.begin() as conn:
+        _outbox(conn, blank, 2, "<before-its-ticket@x>")  # checked at commit, not here
+        _ticket_row(conn, blank, 2)
+    assert _refused(blank, 404, "<no-ticket@x>")
+    command.downgrade(cfg, "0008")
+    with blank.engine.connect() as conn:
+        kept = conn.execute(text("SELECT ticket_id, message_id FROM outbox ORDER BY id")).all()
+    assert [tuple(r) for r in kept] == [(1, "<kept@x>"), (2, "<before-its-ticket@x>")]
+    with pytest.raises(IntegrityError), blank.engine.begin() as conn:
+        _outbox(conn, blank, 3, "<before-its-ticket-again@x>")  # refused at once
+        _ticket_row(conn, blank, 3)
