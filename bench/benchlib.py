@@ -7,6 +7,7 @@ Benches run as scripts (``python bench/x.py``), so this folder is on sys.path.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import uuid
@@ -83,3 +84,33 @@ def scratch_database(admin_url: str, prefix: str) -> Iterator[tuple[str, str]]:
                 (name,),
             )
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def stored_setting(url: str, key: str) -> str | None:
+    """A bench database's ``settings`` value for ``key`` (what the benches that cache a
+    generated database mark it with); None when there is no such file, database, table
+    or key: a cache to build anew."""
+    from sqlalchemy import text
+
+    from storage.engine import Database
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    db = Database(url)
+    try:
+        with db.engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT value FROM settings WHERE key = :k"), {"k": key}
+            ).scalar()
+            return None if found is None else str(found)
+    except Exception:  # no file, no table, no database: not a usable cache
+        return None
+    finally:
+        db.dispose()
+
+
+def jsonl(path: Path) -> Iterator[Any]:
+    """The JSON documents of a JSON-lines file, blank lines skipped."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)

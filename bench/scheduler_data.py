@@ -36,7 +36,6 @@ it, ``bench/scheduler.py``'s.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import shutil
 import tempfile
@@ -46,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from benchlib import BASE_TOML
+from benchlib import BASE_TOML, jsonl
 
 ROOT = Path(__file__).resolve().parents[1]  # benchlib put it first on sys.path
 
@@ -122,10 +121,7 @@ def load_samples() -> list[Sample]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     out = []
-    for line in TUNE.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    for r in jsonl(TUNE):
         labels = r["labels"]
         channel: Literal["email", "voicemail"] = (
             "voicemail" if r["channel"] == "voicemail" else "email"

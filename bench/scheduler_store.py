@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import benchlib  # noqa: F401  (puts the repository first on sys.path)
+from benchlib import stored_setting  # (also puts the repository first on sys.path)
 
 # isort: split
 from scheduler_data import (
@@ -58,7 +58,6 @@ from sqlalchemy import (
     event,
     func,
     select,
-    text,
     update,
 )
 
@@ -286,24 +285,9 @@ def _state(db: Database, events: int) -> tuple[int, int, int]:
     return int(due), int(added), int(outbox)
 
 
-def _stored(url: str, key: str) -> str | None:
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return None
-    db = Database(url)
-    try:
-        with db.engine.connect() as conn:
-            return conn.execute(
-                text("SELECT value FROM settings WHERE key = :k"), {"k": key}
-            ).scalar()
-    except Exception:  # no file, no table, no database: not a usable cache
-        return None
-    finally:
-        db.dispose()
-
-
 def _pristine(url: str, case: Case) -> int | None:
     """The event count of a cached database in its generated state; None if unusable."""
-    stored = _stored(url, MARKER + ".events")
+    stored = stored_setting(url, MARKER + ".events")
     if stored is None:
         return None
     db = Database(url)
@@ -348,7 +332,7 @@ class Generator:
             url = f"sqlite:///{path}"
         else:
             url = f"{args.pg_admin.rsplit('/', 1)[0]}/buzon_bench_scheduler_{case.n}_{case.due}"
-        marker = _stored(url, MARKER)
+        marker = stored_setting(url, MARKER)
         fresh = args.fresh or marker != _marker(case, schema, args.seed)
         if not fresh and _pristine(url, case) is not None:
             return url, None

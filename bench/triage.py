@@ -91,7 +91,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import BASE_TOML, PG_ADMIN
+from benchlib import BASE_TOML, PG_ADMIN, jsonl, stored_setting
 
 ROOT = Path(__file__).resolve().parents[1]  # benchlib put it first on sys.path
 
@@ -207,10 +207,7 @@ def _pct(values: Sequence[int], q: float) -> float:
 
 def load_samples() -> list[Sample]:
     out = []
-    for line in TUNE.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    for r in jsonl(TUNE):
         labels = r["labels"]
         out.append(
             Sample(
@@ -370,21 +367,6 @@ def _marker(params: Params, n: int, schema: str) -> str:
     return json.dumps({**asdict(params), "n": n, "schema": schema, "generator": GENERATOR})
 
 
-def _read_marker(url: str) -> str | None:
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return None
-    db = Database(url)
-    try:
-        with db.engine.connect() as conn:
-            return conn.execute(
-                text("SELECT value FROM settings WHERE key = :k"), {"k": MARKER}
-            ).scalar()
-    except Exception:  # no file, no table, no database: not a usable cache
-        return None
-    finally:
-        db.dispose()
-
-
 def _finish_rows(conn: Any, params: Params, n: int, schema: str) -> None:
     burst = min(params.burst, n)
     conn.execute(
@@ -470,7 +452,7 @@ def ensure_database(args: argparse.Namespace, tl: Timeline, n: int) -> tuple[str
         url = f"sqlite:///{path}"
     else:
         url = f"{args.pg_admin.rsplit('/', 1)[0]}/buzon_bench_triage_{n}"
-    if not args.fresh and _read_marker(url) == _marker(tl.p, n, schema):
+    if not args.fresh and stored_setting(url, MARKER) == _marker(tl.p, n, schema):
         return url, None
     print(f"  generating {n:,} tickets into {url} ...", flush=True)
     started = time.perf_counter()
@@ -640,8 +622,8 @@ class Desk:
         return dup, inc, outcomes
 
     def candidates(self, probes: Sequence[Probe]) -> tuple[list[int], list[int], list[Any]]:
-        """What the two queries return per probe (untimed): counts, and the duplicate
-        candidates' times and the incident candidates' fingerprints (ids differ by size)."""
+        """What the two queries return per probe (untimed): counts, and the candidates'
+        fingerprints (ids differ by size)."""
         m = config_mod.MatchingConfig()
         dup, inc, seen = [], [], []
         with self.db.session() as s:
@@ -660,7 +642,7 @@ class Desk:
                 )
                 dup.append(len(a))
                 inc.append(len(b))
-                seen.append(([t.created_at for t in a], [t.match_text for t in b]))
+                seen.append(([t.match_text for t in a], [t.match_text for t in b]))
             s.rollback()
         return dup, inc, seen
 
