@@ -11,15 +11,17 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # This folder is sys.path[0] for a bench, and its triage.py and transcription.py would
 # shadow the packages of those names for every later import: the repository goes first.
 REPO = Path(__file__).resolve().parents[1]
 if sys.path[:1] != [str(REPO)]:
     sys.path.insert(0, str(REPO))
+
+T = TypeVar("T")
 
 # The local PostgreSQL every bench that needs one creates its scratch databases beside.
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -86,6 +88,20 @@ def scratch_database(admin_url: str, prefix: str) -> Iterator[tuple[str, str]]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
+def migrated_anew(admin: Any, url: str) -> Any:
+    """The cached bench database at ``url`` dropped (only ours: its name is the bench's),
+    created again beside ``admin`` (an Engine) and migrated: its ``storage.engine.Database``."""
+    from storage.engine import Database
+
+    name = url.rsplit("/", 1)[1]
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    db = Database(url)
+    db.upgrade()
+    return db
+
+
 def stored_setting(url: str, key: str) -> str | None:
     """A bench database's ``settings`` value for ``key`` (what the benches that cache a
     generated database mark it with); None when there is no such file, database, table
@@ -114,3 +130,16 @@ def jsonl(path: Path) -> Iterator[Any]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             yield json.loads(line)
+
+
+def batches(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``rows`` in lists of ``size`` (the last one shorter); ``itertools.batched`` from
+    Python 3.12, as lists."""
+    batch: list[T] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

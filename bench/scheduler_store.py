@@ -28,12 +28,12 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import stored_setting  # (also puts the repository first on sys.path)
+from benchlib import batches, migrated_anew, stored_setting  # (repository first on sys.path)
 
 # isort: split
 from scheduler_data import (
@@ -73,17 +73,6 @@ REPLY_KEY = hashlib.sha256(b"bench.scheduler reply key").hexdigest()
 
 
 # --------------------------------------------------------------------------- generation
-
-
-def _chunks(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    out: list[dict[str, Any]] = []
-    for r in it:
-        out.append(r)
-        if len(out) >= size:
-            yield out
-            out = []
-    if out:
-        yield out
 
 
 class Inserter:
@@ -198,7 +187,7 @@ def generate_sqlite(path: Path, case: Case, plan: list[Any], *, schema: str, see
         try:
             cur = raw.cursor()
             cur.execute("BEGIN")
-            for chunk in _chunks(rows_of(plan), CHUNK):
+            for chunk in batches(rows_of(plan), CHUNK):
                 for table, rows in _rows(ins, chunk).items():
                     cur.executemany(ins[table].sql, rows)
                     events += len(rows) if table == "ticket_events" else 0
@@ -227,18 +216,13 @@ def _checkpoint(db: Database) -> None:
 def generate_postgresql(
     admin: Engine, url: str, case: Case, plan: list[Any], *, schema: str, seed: int
 ) -> None:
-    name = url.rsplit("/", 1)[1]
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')  # only ours
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    db = Database(url)
+    db = migrated_anew(admin, url)
     try:
-        db.upgrade()
         ins = inserters(db.engine.dialect)
         events = 0
         with db.engine.begin() as conn:
             cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            for chunk in _chunks(rows_of(plan), CHUNK):
+            for chunk in batches(rows_of(plan), CHUNK):
                 for table, rows in _rows(ins, chunk).items():
                     with cur.copy(ins[table].copy) as copy:
                         for row in rows:

@@ -91,7 +91,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchlib import BASE_TOML, PG_ADMIN, jsonl, stored_setting
+from benchlib import BASE_TOML, PG_ADMIN, batches, jsonl, migrated_anew, stored_setting
 
 ROOT = Path(__file__).resolve().parents[1]  # benchlib put it first on sys.path
 
@@ -352,17 +352,6 @@ def incident_row() -> dict[str, Any]:
     }
 
 
-def _batches(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for r in rows:
-        batch.append(r)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _marker(params: Params, n: int, schema: str) -> str:
     return json.dumps({**asdict(params), "n": n, "schema": schema, "generator": GENERATOR})
 
@@ -395,7 +384,7 @@ def generate_sqlite(path: Path, tl: Timeline, n: int, schema: str) -> None:
         db.upgrade()
         with db.engine.begin() as conn:
             conn.execute(insert(TABLES["incidents"]), [incident_row()])
-            for batch in _batches(tl.oldest_first(n), BATCH):
+            for batch in batches(tl.oldest_first(n), BATCH):
                 conn.execute(insert(TABLES["tickets"]), batch)
             _finish_rows(conn, tl.p, n, schema)
         raw = db.engine.raw_connection()  # outside a transaction (the engine BEGINs on use)
@@ -415,13 +404,8 @@ TICKET_COLUMNS = (
 
 
 def generate_postgresql(admin: Engine, url: str, tl: Timeline, n: int, schema: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')  # only ours
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    db = Database(url)
+    db = migrated_anew(admin, url)
     try:
-        db.upgrade()
         with db.engine.begin() as conn:
             conn.execute(insert(TABLES["incidents"]), [incident_row()])
             cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
