@@ -308,8 +308,8 @@ class OutboxMail(Base):
     __table_args__ = (Index("ix_outbox_state_due", "state", "due_at"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    # Checked at commit (PostgreSQL; migration 0009): a new ticket's row is written at the
-    # transaction's flush, after its acknowledgement's row (``repository.next_ticket_id``).
+    # Checked at commit (migration 0009): on PostgreSQL a new ticket's row is written at
+    # the transaction's flush, after its acknowledgement's row (``repository.next_ticket_id``).
     ticket_id: Mapped[int | None] = mapped_column(
         Id,
         ForeignKey("tickets.id", deferrable=True, initially="DEFERRED"),
