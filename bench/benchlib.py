@@ -13,7 +13,12 @@ import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # imported at the call: this module puts the repository on sys.path
+    from sqlalchemy import Engine
+
+    from storage.engine import Database
 
 # This folder is sys.path[0] for a bench, and its triage.py and transcription.py would
 # shadow the packages of those names for every later import: the repository goes first.
@@ -88,9 +93,9 @@ def scratch_database(admin_url: str, prefix: str) -> Iterator[tuple[str, str]]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-def migrated_anew(admin: Any, url: str) -> Any:
+def migrated_anew(admin: Engine, url: str) -> Database:
     """The cached bench database at ``url`` dropped (only ours: its name is the bench's),
-    created again beside ``admin`` (an Engine) and migrated: its ``storage.engine.Database``."""
+    created again beside ``admin`` and migrated."""
     from storage.engine import Database
 
     name = url.rsplit("/", 1)[1]

@@ -50,10 +50,12 @@ def collapse_duplicate(work: Work, customer: str) -> bool:
         score = duplicate_score(work.fingerprint, match_text)
         if score >= m.duplicate_similarity and (best is None or score > best[0]):
             best = (score, tid)
-    ticket = work.session.get(Ticket, best[1]) if best is not None else None
-    if best is None or ticket is None:
+    if best is None:
         return False
-    score = best[0]
+    score, tid = best
+    ticket = work.session.get(Ticket, tid)
+    if ticket is None:  # deleted since the read (an admin's purge)
+        return False
     reason = (
         f"same customer, near-identical matter ({score:.2f} >= {m.duplicate_similarity:.2f}) "
         f"to open ticket {ticket.ref}: collapsed as a duplicate (seed 001 rule 5)"

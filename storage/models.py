@@ -8,6 +8,7 @@ append-only and is the audit trail agents and ``sla explain`` replay.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,42 @@ class SafeJSON(TypeDecorator[Any]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+    def __init__(self, **values: Any) -> None:
+        """A row object with its columns' defaults from the start, not only once inserted:
+        the ingest adds a message, and on PostgreSQL a new ticket
+        (``repository.next_ticket_id``), and writes their rows only at the transaction's
+        flush; the steps before it read them."""
+        scalars, factories = _defaults(type(self))
+        for key, value in scalars:
+            values.setdefault(key, value)
+        for key, factory in factories:
+            if key not in values:
+                values[key] = factory()
+        cls = type(self)
+        for key, value in values.items():  # as SQLAlchemy's own declarative constructor
+            if not hasattr(cls, key):
+                raise TypeError(f"{key!r} is an invalid keyword argument for {cls.__name__}")
+            setattr(self, key, value)
+
+
+@functools.cache
+def _defaults(cls: type[Base]) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
+    """``cls``'s column defaults: (key, value) for constants, (key, factory) for the
+    ``default=list``-like ones (each object gets its own). Worked out once a class: a
+    message makes several row objects."""
+    scalars: list[tuple[str, Any]] = []
+    factories: list[tuple[str, Any]] = []
+    for column in cls.__table__.columns:
+        default = column.default
+        if default is None:
+            continue
+        if default.is_scalar:
+            scalars.append((column.key, default.arg))
+        elif default.is_callable:
+            # SQLAlchemy wraps ``list`` to take an execution context, which it ignores.
+            factories.append((column.key, functools.partial(default.arg, None)))
+    return tuple(scalars), tuple(factories)
 
 
 class Message(Base):
@@ -202,20 +239,6 @@ class Ticket(Base):
     events: Mapped[list[TicketEvent]] = relationship(
         back_populates="ticket", order_by="TicketEvent.id"
     )
-
-    def __init__(self, **values: Any) -> None:
-        """A ticket with its columns' defaults from the start, not only once inserted: on
-        PostgreSQL the ingest writes a new ticket's row at the transaction's flush
-        (``repository.next_ticket_id``), and the steps before it read them."""
-        for column in self.__table__.columns:
-            default = column.default
-            if column.key in values or default is None:
-                continue
-            if default.is_scalar:
-                values[column.key] = default.arg
-            elif default.is_callable:
-                values[column.key] = default.arg(None)  # ``default=list``, wrapped for a context
-        super().__init__(**values)
 
     # Duplicate candidates: the customer's open tickets, newest first. Incident
     # candidates: the category's newest tickets; without the pair SQLite's planner

@@ -106,8 +106,12 @@ def lock_incident_detection(session: Session, category: str) -> bool:
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))")
 
 
+def _on_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def _advisory_lock(session: Session, name: str) -> bool:
-    if session.get_bind().dialect.name != "postgresql":
+    if not _on_postgresql(session):
         return False
     core.connection(session).execute(_LOCK, {"id": name})
     return True
@@ -125,7 +129,7 @@ def next_ticket_id(session: Session) -> int | None:
     UPDATE of the same row at commit (with a flush of its own). Rows inserted meanwhile
     that refer to it are checked at commit (the outbox's: migration 0009).
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if not _on_postgresql(session):
         return None
     return int(core.connection(session).execute(_NEXT_TICKET_ID).scalar_one())
 
