@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from daemon import durable
 from daemon.errors import BuzonError
 
 LOCK = "instance.lock"
@@ -92,9 +93,5 @@ def _stable_id(spool: Path) -> str:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dirfd = os.open(spool, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    durable.fsync_dir(spool)
     return value

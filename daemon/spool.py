@@ -39,10 +39,6 @@ dies on the message itself condemns it after ``max_attempts``.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import errno
 import fcntl
 import hashlib
 import json
@@ -55,39 +51,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import SpoolFullError
+from daemon import durable
 
 DIRS = ("tmp", "new", "cur", "bad")
 SUFFIX = ".msg"
 BUNDLE = ".bundle"
 MIN_FREE_INODES = 1000
-
-_libc: Any = None
-_libc_name = ctypes.util.find_library("c")
-if _libc_name:
-    try:
-        _libc = ctypes.CDLL(_libc_name, use_errno=True)
-        _libc.syncfs  # noqa: B018 — probe: absent on non-Linux libcs
-    except (OSError, AttributeError):
-        _libc = None
-
-
-def _syncfs(fd: int) -> bool:
-    """Flush every dirty page of the filesystem holding ``fd``; False when unsupported."""
-    if _libc is None:
-        return False
-    if _libc.syncfs(fd) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def new_entry_id() -> str:
@@ -201,11 +170,11 @@ class Spool:
             self._barrier([e for _, e in written])
             for _, entry in written:
                 os.rename(tmp / f"{entry.id}{SUFFIX}", entry.path)
-            _fsync_dir(self.root / "new")
+            durable.fsync_dir(self.root / "new")
         except OSError as exc:
-            err = _map_os_error(exc)
+            err = durable.full_disk_error(exc)
             for idx, entry in written:
-                self._unlink_quietly(tmp / f"{entry.id}{SUFFIX}", entry.path)
+                durable.unlink_quietly(tmp / f"{entry.id}{SUFFIX}", entry.path)
                 results[idx] = err
             return results
         for callback in self._listeners:
@@ -242,12 +211,12 @@ class Spool:
         tmp = self.root / "tmp" / f"{bundle_id}{BUNDLE}"
         target = self.root / "new" / f"{bundle_id}{BUNDLE}"
         try:
-            self._write_file(tmp, _encode(header, body), sync=True)
+            durable.write_new(tmp, _encode(header, body), sync=True)
             os.rename(tmp, target)
-            _fsync_dir(self.root / "new")
+            durable.fsync_dir(self.root / "new")
         except OSError as exc:
-            self._unlink_quietly(tmp, target)
-            raise _map_os_error(exc) from exc
+            durable.unlink_quietly(tmp, target)
+            raise durable.full_disk_error(exc) from exc
         for entry, (raw, _) in zip(entries, items, strict=True):
             entry.meta["size"] = len(raw)
         for callback in self._listeners:
@@ -304,10 +273,10 @@ class Spool:
             meta = {"id": damaged, "source": "unknown", "attempts": 0, "metadata_lost": True}
             meta["quarantine_reason"] = f"damaged spool bundle ({exc}); raw file kept as is"
             bad = self.root / "bad" / f"{damaged}{SUFFIX}"
-            self._unlink_quietly(bad)  # left by an earlier try that died before the unlink
-            self._write_file(bad, _encode(meta, data), sync=True)
+            durable.unlink_quietly(bad)  # left by an earlier try that died before the unlink
+            durable.write_new(bad, _encode(meta, data), sync=True)
             path.unlink()
-            _fsync_dir(self.root / "bad")
+            durable.fsync_dir(self.root / "bad")
             return 0
         tmp = self.root / "tmp"
         offset = 0
@@ -318,15 +287,15 @@ class Spool:
             meta = {**member["meta"], "size": length, "sha256": hashlib.sha256(raw).hexdigest()}
             entry = SpoolEntry(str(meta["id"]), meta, "new", self.root)
             part = tmp / f"{entry.id}{SUFFIX}"
-            self._unlink_quietly(part)  # left by a split that died half-way
-            self._write_file(part, _encode(meta, raw), sync=False)
+            durable.unlink_quietly(part)  # left by a split that died half-way
+            durable.write_new(part, _encode(meta, raw), sync=False)
             written.append(entry)
         self._barrier(written)
         for entry in written:
             os.rename(tmp / f"{entry.id}{SUFFIX}", entry.path)
-        _fsync_dir(self.root / "new")
+        durable.fsync_dir(self.root / "new")
         path.unlink()
-        _fsync_dir(self.root / "new")
+        durable.fsync_dir(self.root / "new")
         return len(written)
 
     def _prepare(self, raw: bytes, meta: dict[str, Any]) -> tuple[SpoolEntry, bytes]:
@@ -345,54 +314,22 @@ class Spool:
         entry, data = item
         path = self.root / "tmp" / f"{entry.id}{SUFFIX}"
         try:
-            self._write_file(path, data, sync=False)
+            durable.write_new(path, data, sync=False)
         except OSError as exc:
-            self._unlink_quietly(path)
-            return _map_os_error(exc)
+            durable.unlink_quietly(path)
+            return durable.full_disk_error(exc)
         return None
 
     def _barrier(self, entries: Sequence[SpoolEntry]) -> None:
-        # One syncfs flushes every file of the batch in a single journal commit;
-        # per-file fsync is the fallback where syncfs does not exist.
-        fd = os.open(self.root / "tmp", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if _syncfs(fd):
-                return
-        finally:
-            os.close(fd)
-        for entry in entries:
-            f = os.open(self.root / "tmp" / f"{entry.id}{SUFFIX}", os.O_RDONLY)
-            try:
-                os.fsync(f)
-            finally:
-                os.close(f)
-
-    @staticmethod
-    def _write_file(path: Path, data: bytes, *, sync: bool) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.flush_files(self.root / "tmp", (f"{e.id}{SUFFIX}" for e in entries))
 
     def _rewrite(self, entry: SpoolEntry) -> None:
         """Replace the entry's file with new metadata and the same bytes, atomically."""
         raw = entry.read()
         tmp = self.root / "tmp" / f"{entry.id}.{secrets.token_hex(4)}{SUFFIX}"
-        self._write_file(tmp, _encode(entry.meta, raw), sync=True)
+        durable.write_new(tmp, _encode(entry.meta, raw), sync=True)
         os.replace(tmp, entry.path)
-        _fsync_dir(entry.path.parent)
-
-    @staticmethod
-    def _unlink_quietly(*paths: Path) -> None:
-        for p in paths:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        durable.fsync_dir(entry.path.parent)
 
     # --- reading and processing --------------------------------------------------
 
@@ -436,7 +373,7 @@ class Spool:
 
     def complete(self, entry: SpoolEntry) -> None:
         """Forget an entry whose database row is committed."""
-        self._unlink_quietly(entry.path)
+        durable.unlink_quietly(entry.path)
 
     def release(self, entry: SpoolEntry, *, count_attempt: bool, reason: str = "") -> bool:
         """Put a claimed entry back in new/; False when it went to bad/ instead."""
@@ -476,7 +413,7 @@ class Spool:
         target = self.root / state
         os.rename(entry.path, target / entry.path.name)
         entry.state = state
-        _fsync_dir(target)
+        durable.fsync_dir(target)
 
     def quarantined(self) -> Iterator[SpoolEntry]:
         for n in sorted(os.listdir(self.root / "bad")):
@@ -508,7 +445,7 @@ class Spool:
         removed_tmp = 0
         for n in os.listdir(self.root / "tmp"):
             # Nothing in tmp/ was ever acknowledged: the 250 comes after the rename.
-            self._unlink_quietly(self.root / "tmp" / n)
+            durable.unlink_quietly(self.root / "tmp" / n)
             removed_tmp += 1
         recovered: list[str] = []
         quarantined: list[str] = []
@@ -529,9 +466,3 @@ class Spool:
         if not ids:
             return None
         return max(0.0, time.time() - int(ids[0].split("-", 1)[0]) / 1e9)
-
-
-def _map_os_error(exc: OSError) -> BaseException:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return SpoolFullError(f"spool filesystem is full: {exc.strerror}")
-    return exc

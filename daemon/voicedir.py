@@ -24,6 +24,7 @@ from email.header import Header
 from email.utils import format_datetime
 from pathlib import Path
 
+from daemon import durable
 from daemon.config import VoicemailDir
 from daemon.logging import get_logger
 from daemon.spool import Spool
@@ -233,11 +234,7 @@ class VoicemailFolder:
         # Recordings first, the .txt last: a move cut half-way leaves no .txt-only "pair".
         for path in (*pair.audio, pair.info):
             shutil.move(str(path), target / f"{tag}-{path.name}")
-        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.fsync_dir(target)
 
 
 class VoicemailFolders:
