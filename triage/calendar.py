@@ -50,7 +50,6 @@ Decisions, each pinned by a test:
 
 from __future__ import annotations
 
-import difflib
 import heapq
 import itertools
 import math
@@ -60,10 +59,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from datetime import timezone as fixed_zone
 from typing import Any
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
-from holidays import country_holidays, list_supported_countries
+from holidays import country_holidays
 
+from triage import calendar_keys
 from triage.hours import (
     DAY_MINUTES,
     DAYS,
@@ -87,7 +87,6 @@ __all__ = [
 
 Piece = tuple[datetime, datetime, timedelta]  # UTC [start, end) of open time, and its offset
 
-_KEYS = ("timezone", "hours", "holidays", "extra_holidays", "extra_workdays")
 # Every UTC offset tzdata has ever used lies within +-16 h, so the instants of one local
 # date lie within [midnight - 16 h, next midnight + 16 h] read as UTC.
 _REACH = timedelta(hours=16)
@@ -189,34 +188,26 @@ class Calendar:
                 key, f"{listed} is both an extra holiday and an extra workday; keep one"
             )
         if self.holidays is not None:
-            country, subdiv = _split_holidays(self.holidays, f"{key}.holidays")
+            country, subdiv = calendar_keys.holiday_region(self.holidays, f"{key}.holidays")
             object.__setattr__(self, "holidays", f"{country}-{subdiv}" if subdiv else country)
 
     @classmethod
     def from_config(cls, name: str, table: Mapping[str, Any]) -> Calendar:
         """Build the calendar of a ``[calendars.NAME]`` TOML table; every mistake names its key."""
         key = f"calendars.{name}"
-        unknown = sorted(set(table) - set(_KEYS))
-        if unknown:
-            hints = [difflib.get_close_matches(k, _KEYS, n=1) for k in unknown]
-            said = ", ".join(
-                f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
-                for k, h in zip(unknown, hints, strict=True)
-            )
-            raise CalendarError(key, f"unknown key {said}; accepted keys: {', '.join(_KEYS)}")
-        for required in ("timezone", "hours"):
-            if required not in table:
-                raise CalendarError(key, f"missing {required!r}; e.g. {_EXAMPLE}")
+        calendar_keys.check(table, key)
         holidays = table.get("holidays")
-        if holidays is not None and not isinstance(holidays, str):
-            raise CalendarError(f"{key}.holidays", "must be a string such as 'ES' or 'ES-MD'")
         return cls(
             name=name,
-            timezone=_zone(table["timezone"], f"{key}.timezone"),
+            timezone=calendar_keys.zone(table["timezone"], f"{key}.timezone"),
             hours=parse_hours(table["hours"], f"{key}.hours"),
             holidays=holidays or None,
-            extra_holidays=_dates(table.get("extra_holidays", []), f"{key}.extra_holidays"),
-            extra_workdays=_dates(table.get("extra_workdays", []), f"{key}.extra_workdays"),
+            extra_holidays=calendar_keys.dates(
+                table.get("extra_holidays", []), f"{key}.extra_holidays"
+            ),
+            extra_workdays=calendar_keys.dates(
+                table.get("extra_workdays", []), f"{key}.extra_workdays"
+            ),
         )
 
     def to_config(self) -> dict[str, Any]:
@@ -473,63 +464,6 @@ class Calendar:
         return total / timedelta(minutes=1)
 
 
-# -- Reading configuration ------------------------------------------------------------------
-
-_EXAMPLE = "timezone = 'Europe/Madrid', hours = ['mon-fri 09:00-17:00'], holidays = 'ES'"
-
-
-def _zone(value: object, key: str) -> ZoneInfo:
-    if not isinstance(value, str):
-        raise CalendarError(key, "must be an IANA time zone name such as 'Europe/Madrid'")
-    try:
-        return ZoneInfo(value)
-    except (KeyError, ValueError, OSError):
-        close = difflib.get_close_matches(value, sorted(available_timezones()), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise CalendarError(
-            key, f"unknown time zone {value!r}; {hint}use an IANA name such as 'Europe/Madrid'"
-        ) from None
-
-
-def _split_holidays(spec: str, key: str) -> tuple[str, str | None]:
-    """``"ES-MD"`` as ("ES", "MD"), checked against what the ``holidays`` package knows."""
-    country, _, subdiv = spec.strip().partition("-")
-    supported = list_supported_countries()
-    country = country.upper()
-    if country not in supported:
-        raise CalendarError(
-            key,
-            f"unknown holiday country {spec!r}; use an ISO 3166 code the holidays package "
-            "supports, optionally with a subdivision: 'ES', 'ES-MD', 'MX', 'BG'",
-        )
-    if not subdiv:
-        return country, None
-    known = {s.upper(): s for s in supported[country]}
-    if subdiv.upper() not in known:
-        listed = ", ".join(supported[country]) or "none"
-        raise CalendarError(
-            key, f"{country} has no subdivision {subdiv!r}; its subdivisions: {listed}"
-        )
-    return country, known[subdiv.upper()]
-
-
-def _dates(value: object, key: str) -> frozenset[date]:
-    if not isinstance(value, list):
-        raise CalendarError(key, "must be a list of dates, e.g. [2026-12-24, '2026-12-31']")
-    out: set[date] = set()
-    for i, item in enumerate(value):
-        if isinstance(item, date) and not isinstance(item, datetime):
-            out.add(item)
-            continue
-        try:
-            out.add(date.fromisoformat(item if isinstance(item, str) else ""))
-        except ValueError:
-            raise CalendarError(
-                f"{key}[{i}]", f"{item!r} is not a date; write YYYY-MM-DD, e.g. 2026-12-24"
-            ) from None
-    return frozenset(out)
-
-
 _ALL_DAY: Ranges = ((0, DAY_MINUTES),)
 ALWAYS_OPEN = Calendar("24x7", ZoneInfo("UTC"), (_ALL_DAY,) * 7)
 
@@ -541,6 +475,8 @@ def calendars_from_config(tables: Mapping[str, Any]) -> dict[str, Calendar]:
         if name in out:
             raise CalendarError(f"calendars.{name}", "is built in; choose another name")
         if not isinstance(table, Mapping):
-            raise CalendarError(f"calendars.{name}", f"must be a table; e.g. {_EXAMPLE}")
+            raise CalendarError(
+                f"calendars.{name}", f"must be a table; e.g. {calendar_keys.EXAMPLE}"
+            )
         out[name] = Calendar.from_config(name, table)
     return out
