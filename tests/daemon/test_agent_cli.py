@@ -113,8 +113,8 @@ def test_an_action_on_a_long_ticket_reads_none_of_its_mail(tmp_path: Path) -> No
     """Assign, respond, wait and close touch the ticket's row and clocks only: before, each
     loaded every message of the ticket with its raw bytes and attachments."""
     cfg, ref = setup(tmp_path)
-    for n in range(3):  # replies: the ticket holds four mails
-        eml = tmp_path / f"re{n}.eml"
+    replies = [tmp_path / f"re{n}.eml" for n in range(3)]  # the ticket holds four mails
+    for n, eml in enumerate(replies):
         eml.write_bytes(
             message(
                 "Re: No puedo acceder al panel",
@@ -122,7 +122,7 @@ def test_an_action_on_a_long_ticket_reads_none_of_its_mail(tmp_path: Path) -> No
                 headers="In-Reply-To: <p1@cliente.es>\r\n",
             )
         )
-        run_cli("--config", str(cfg), "ingest", str(eml))
+    run_cli("--config", str(cfg), "ingest", *map(str, replies))
     conf = config_mod.load(str(cfg))
     db = sqlite3.connect(conf.storage.database.removeprefix("sqlite:///"))
     try:
