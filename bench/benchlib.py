@@ -1,5 +1,5 @@
-"""What the benches share: CPU accounting of a process tree, the base daemon config and
-scratch PostgreSQL databases.
+"""What the benches share: CPU accounting and pinning, the base daemon config, scratch
+PostgreSQL databases, and reading a database's plans and size.
 
 Benches run as scripts (``python bench/x.py``), so this folder is on sys.path.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import socket
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
@@ -28,8 +30,17 @@ if sys.path[:1] != [str(REPO)]:
 
 T = TypeVar("T")
 
+# The labelled support mail (es, en, bg) the triage model was tuned on: the benches make
+# their tickets' and messages' text of it.
+TUNE = REPO / "tests" / "data" / "triage" / "tune.jsonl"
+
 # The local PostgreSQL every bench that needs one creates its scratch databases beside.
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+# The index a line of a PostgreSQL plan reads. A bitmap scan uses the index too (it only
+# loses its order, and the plan's Sort node says so): without it, a query the planner
+# answers with a bitmap scan was reported as using no index at all.
+PG_INDEX_USED = r"(?:Index(?: Only)? Scan(?: Backward)? using|Bitmap Index Scan on) (\w+)"
 
 BASE_TOML = (
     "[storage]\n"
@@ -66,6 +77,32 @@ def tree_cpu(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue  # exited meanwhile
     return total / tick
+
+
+def pin_cpu(cpu: int) -> int:
+    """Pin this process to ``cpu`` (below 0: the last one it may use); the CPU pinned to."""
+    cpus = sorted(os.sched_getaffinity(0))
+    chosen = cpus[-1] if cpu < 0 else cpu
+    os.sched_setaffinity(0, {chosen})
+    return chosen
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` now (the system's pick for port 0)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def pseudo_words(rnd: random.Random, count: int = 20_000) -> list[str]:
+    """``count`` random consonant-vowel words of 2-4 syllables: messages made of them share
+    few stems, so duplicate and incident matching compare them (their real cost) but join
+    nothing."""
+    cons, vow = "bcdfglmnprstvz", "aeiou"
+    return [
+        "".join(rnd.choice(cons) + rnd.choice(vow) for _ in range(rnd.randint(2, 4)))
+        for _ in range(count)
+    ]
 
 
 def libpq(url: str) -> str:
@@ -148,3 +185,43 @@ def batches(rows: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def explain(db: Database, stmt: str, params: Any) -> list[str]:
+    """The plan of ``stmt`` with ``params``, a line a string: ``EXPLAIN QUERY PLAN`` on
+    SQLite, ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL (run, then rolled back)."""
+    raw = db.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        if db.backend == "sqlite":
+            cur.execute("EXPLAIN QUERY PLAN " + stmt, params)
+            lines = [str(row[3]) for row in cur.fetchall()]
+        else:
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + stmt, params)
+            lines = [str(row[0]) for row in cur.fetchall()]
+        raw.rollback()
+        return lines
+    finally:
+        raw.close()
+
+
+def database_bytes(db: Database) -> int:
+    """The database's size on disk: SQLite's pages, PostgreSQL's ``pg_database_size``."""
+    with db.engine.connect() as conn:
+        q = conn.exec_driver_sql
+        if db.backend == "sqlite":
+            return int(q("PRAGMA page_count").scalar() or 0) * int(
+                q("PRAGMA page_size").scalar() or 0
+            )
+        return int(q("SELECT pg_database_size(current_database())").scalar() or 0)
+
+
+def wal_checkpoint(db: Database) -> None:
+    """Move a SQLite database's WAL into its file and empty it (outside a transaction)."""
+    raw = db.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        cur.close()
+    finally:
+        raw.close()

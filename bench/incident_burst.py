@@ -56,7 +56,7 @@ from typing import Any
 
 import psycopg
 
-from benchlib import PG_ADMIN, libpq, scratch_database
+from benchlib import PG_ADMIN, libpq, pseudo_words, scratch_database
 
 RCPT = "soporte@example.com"
 
@@ -83,11 +83,7 @@ class Words:
     """Random consonant-vowel words: two messages share few stems (bench/scale.py's mail)."""
 
     def __init__(self, rnd: random.Random) -> None:
-        cons, vow = "bcdfglmnprstvz", "aeiou"
-        self.words = [
-            "".join(rnd.choice(cons) + rnd.choice(vow) for _ in range(rnd.randint(2, 4)))
-            for _ in range(20_000)
-        ]
+        self.words = pseudo_words(rnd)
 
     def mail(self, seq: int, rnd: random.Random) -> tuple[str, str]:
         words = rnd.sample(self.words, 64)

@@ -10,8 +10,9 @@ measures that comparison alone, in one process pinned to one CPU, for messages o
 * **buzon**: ``triage.similarity.incident_matches`` over the whole window, as the daemon
   scans now.
 
-Messages are ``bench/scale.py``'s (its ``Corpus``: random consonant-vowel words from a
-20,000-word vocabulary), so no pair is similar and the threshold never cuts the work short.
+Messages are ``bench/scale.py``'s (``scale_mail.Corpus``: random consonant-vowel words
+from a 20,000-word vocabulary), so no pair is similar and the threshold never cuts the
+work short.
 Printed per length: ms per message (median of ``--rounds``), µs per pair, the ratio
 baseline / buzon, and what share of one core the scan alone takes at ``--rate``
 messages/s. The last line is one JSON object.
@@ -31,7 +32,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from scale import Corpus
+from scale_mail import Corpus
 
 import benchlib  # noqa: F401  (puts the repository first on sys.path)
 from triage.similarity import fingerprint, incident_matches, incident_score

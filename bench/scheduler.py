@@ -61,7 +61,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchlib import PG_ADMIN
+from benchlib import PG_ADMIN, PG_INDEX_USED, database_bytes, explain, pin_cpu
 
 # isort: split
 from scheduler_data import DOWN, NOW, ROOT, Case, _fixed
@@ -71,7 +71,6 @@ from sqlalchemy import event
 from daemon.config_desk import OutboundConfig, SlaConfig, default_sla
 from daemon.outbound import Outbound
 from daemon.scheduler import PassReport, Scheduler
-from storage.engine import Database
 
 SOURCES = ("daemon/scheduler.py", "daemon/sla.py", "daemon/outbound.py", "daemon/outmail.py")
 INTERPRETATION = (
@@ -167,25 +166,9 @@ def plans(desk: Desk, cfg: SlaConfig, outbound: Outbound) -> list[dict[str, Any]
     )
     out = []
     for norm, (stmt, params, n) in captured.items():
-        lines = _explain(desk.db, stmt, params)
+        lines = explain(desk.db, stmt, params)
         out.append({"sql": norm, "params": n, "plan": lines})
     return out
-
-
-def _explain(db: Database, stmt: str, params: Any) -> list[str]:
-    raw = db.engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        if db.backend == "sqlite":
-            cur.execute("EXPLAIN QUERY PLAN " + stmt, params)
-            lines = [str(row[3]) for row in cur.fetchall()]
-        else:
-            cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + stmt, params)
-            lines = [str(row[0]) for row in cur.fetchall()]
-        raw.rollback()
-        return lines
-    finally:
-        raw.close()
 
 
 def _profile(
@@ -216,10 +199,21 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     p.add_argument("--pg-admin", default=PG_ADMIN, help="URL of a database to CREATE from")
+    p.add_argument(
+        "--pg-prefix", default="buzon_bench_scheduler", help="databases: <prefix>_<N>_<due>"
+    )
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "buzon-bench-scheduler"))
     p.add_argument("--fresh", action="store_true", help="regenerate the databases")
     p.add_argument("--notify", default="desk-admins@example.com", help='[sla.notify] "*"; "" none')
     p.add_argument("--seed", type=int, default=20261203)
+    p.add_argument(
+        "--shapes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ticket shapes per kind at most (default: all 400 of scheduler_data.SHAPES); "
+        "fewer build in less time and vary less: for a smoke test",
+    )
     p.add_argument("--verify", type=int, default=300, help="tickets replayed per database check")
     p.add_argument("--cpu", type=int, default=-1, help="CPU to pin to (default: the last one)")
     p.add_argument("--profile", action="store_true", help="cProfile one pass at the largest size")
@@ -236,19 +230,12 @@ def _cases(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[Case]:
         p.error("--sizes: comma-separated ticket counts, e.g. 10000,1000000")
     if len(sizes) < 2 or sizes[0] < 100 or sizes[-1] > 5_000_000:
         p.error("--sizes: at least two sizes between 100 and 5000000")
-    if not 0 < args.due <= 0.5 or not 1 <= args.rounds <= 10:
-        p.error("--due must be in (0, 0.5] and --rounds 1..10")
+    if not 0 < args.due <= 0.5 or not 1 <= args.rounds <= 10 or args.shapes < 0:
+        p.error("--due must be in (0, 0.5], --rounds 1..10 and --shapes 0 or more")
     cases = [Case(n, max(1, round(n * args.due))) for n in sizes]
     if len(sizes) > 1:
         cases.append(Case(sizes[-1], cases[0].due))
     return cases
-
-
-def _pin(cpu: int) -> int:
-    cpus = sorted(os.sched_getaffinity(0))
-    chosen = cpus[-1] if cpu < 0 else cpu
-    os.sched_setaffinity(0, {chosen})
-    return chosen
 
 
 def _verdict(backend: str, lines: Sequence[str]) -> str:
@@ -258,7 +245,7 @@ def _verdict(backend: str, lines: Sequence[str]) -> str:
         scan = re.search(r"\bSCAN (\w+)\b(?! USING)", joined)
         sort = "TEMP B-TREE" in joined
     else:
-        used = re.findall(r"Index(?: Only)? Scan(?: Backward)? using (\w+)", joined)
+        used = re.findall(PG_INDEX_USED, joined)
         scan = re.search(r"Seq Scan on (\w+)", joined)
         sort = bool(re.search(r"\bSort\b", joined))
     names = ", ".join(u or "rowid" for u in used) or "none"
@@ -370,7 +357,7 @@ def _open_desks(
         url, secs = gen.ensure(case)
         desk = open_desk(url, case)
         agree, checked = verify(desk, cfg, args.verify, args.seed)
-        size = _size(desk.db)
+        size = database_bytes(desk.db)
         done = f"generated in {secs:.1f} s" if secs is not None else "cached"
         print(
             f"  {desk.label}: {done}; {size / 2**20:,.0f} MiB, {desk.events:,} events; due by kind "
@@ -386,16 +373,6 @@ def _open_desks(
     return desks
 
 
-def _size(db: Database) -> int:
-    with db.engine.connect() as conn:
-        q = conn.exec_driver_sql
-        if db.backend == "sqlite":
-            return int(q("PRAGMA page_count").scalar() or 0) * int(
-                q("PRAGMA page_size").scalar() or 0
-            )
-        return int(q("SELECT pg_database_size(current_database())").scalar() or 0)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = _arg_parser()
     args = p.parse_args(argv)
@@ -405,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     logmod.configure("error", "json", stream=sys.stderr)  # generation: the shapes' passes
-    cpu = _pin(args.cpu)
+    cpu = pin_cpu(args.cpu)
     cfg = default_sla()
     if args.batch:
         cfg = replace(cfg, batch=args.batch)

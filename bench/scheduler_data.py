@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from benchlib import BASE_TOML, jsonl
+from benchlib import BASE_TOML, TUNE, jsonl
 
 ROOT = Path(__file__).resolve().parents[1]  # benchlib put it first on sys.path
 
@@ -73,7 +73,6 @@ DUE_MIX = (("alarm", 0.6), ("followup", 0.3), ("close", 0.1))
 REST_MIX = (("closed", 0.9), ("idle", 0.05), ("future", 0.05))
 BLOCK = 1000  # rows drawn per seeded block: row i's shape never depends on N
 TABLES = Base.metadata.tables
-TUNE = ROOT / "tests" / "data" / "triage" / "tune.jsonl"
 AGENT, AGENT_ADDRESS = "ana", "ana@desk.example.com"
 
 
@@ -326,13 +325,17 @@ def kind_of(row: dict[str, Any]) -> str:
     return "alarm" if row["next_due_at"] <= NOW else "future"
 
 
-def build_shapes(samples: Sequence[Sample], cfg: SlaConfig, seed: int) -> dict[str, list[Shape]]:
-    """SHAPES[kind] distinct shapes of every kind, the same for every database size."""
+def build_shapes(
+    samples: Sequence[Sample], cfg: SlaConfig, seed: int, most: int = 0
+) -> dict[str, list[Shape]]:
+    """SHAPES[kind] distinct shapes of every kind (at most ``most`` if given), the same for
+    every database size."""
     planner, builder = Planner(samples, cfg), Builder(cfg)
     rng = random.Random(f"{seed}:shapes")
     pools: dict[str, list[Shape]] = {k: [] for k in SHAPES}
     tries = 0
-    for kind, want in SHAPES.items():
+    for kind, count in SHAPES.items():
+        want = min(count, most) if most else count
         while len(pools[kind]) < want:
             tries += 1
             if tries > 20 * sum(SHAPES.values()):

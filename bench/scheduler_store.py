@@ -1,8 +1,9 @@
 """The scheduler bench's databases: generated, cached, opened, checked and restored.
 
 Generated databases are cached under ``--workdir`` (SQLite) or in scratch PostgreSQL
-databases ``buzon_bench_scheduler_<N>_<due>``, keyed by size, due count, schema
-revision and generator (``scheduler_data.GENERATOR``); ``--fresh`` regenerates.
+databases ``buzon_bench_scheduler_<N>_<due>`` (``--pg-prefix``), keyed by size, due
+count, schema revision, generator (``scheduler_data.GENERATOR``) and ``--shapes``;
+``--fresh`` regenerates.
 Generation: bulk inserts in one transaction (SQLite ``executemany`` through the
 columns' own bind processors, with ``synchronous=OFF`` and no journal for that phase
 only; PostgreSQL ``COPY``, then ``VACUUM ANALYZE`` as autovacuum would). What the rows
@@ -33,7 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import batches, migrated_anew, stored_setting  # (repository first on sys.path)
+from benchlib import (  # (repository first on sys.path)
+    batches,
+    migrated_anew,
+    stored_setting,
+    wal_checkpoint,
+)
 
 # isort: split
 from scheduler_data import (
@@ -152,21 +158,32 @@ def _rows(ins: dict[str, Inserter], chunk: list[dict[str, Any]]) -> dict[str, li
     return {"tickets": tickets, "messages": messages, "ticket_events": events}
 
 
-def _marker(case: Case, schema: str, seed: int) -> str:
-    return json.dumps(
-        {"n": case.n, "due": case.due, "schema": schema, "generator": GENERATOR, "seed": seed}
-    )
+def _marker(case: Case, schema: str, seed: int, shapes: int = 0) -> str:
+    doc: dict[str, Any] = {
+        "n": case.n,
+        "due": case.due,
+        "schema": schema,
+        "generator": GENERATOR,
+        "seed": seed,
+    }
+    if shapes:  # other data than the full set of shapes: another database
+        doc["shapes"] = shapes
+    return json.dumps(doc)
 
 
-def _settings_rows(case: Case, schema: str, seed: int, events: int) -> list[dict[str, Any]]:
+def _settings_rows(
+    case: Case, schema: str, seed: int, events: int, shapes: int = 0
+) -> list[dict[str, Any]]:
     return [
         {"key": settings_repo.REPLY_TOKEN_KEY, "value": REPLY_KEY, "created_at": CUTOFF - 900 * D},
-        {"key": MARKER, "value": _marker(case, schema, seed), "created_at": NOW},
+        {"key": MARKER, "value": _marker(case, schema, seed, shapes), "created_at": NOW},
         {"key": MARKER + ".events", "value": str(events), "created_at": NOW},
     ]
 
 
-def generate_sqlite(path: Path, case: Case, plan: list[Any], *, schema: str, seed: int) -> None:
+def generate_sqlite(
+    path: Path, case: Case, plan: list[Any], *, schema: str, seed: int, shapes: int = 0
+) -> None:
     for p in path.parent.glob(path.name + "*"):
         p.unlink()
     db = Database(f"sqlite:///{path}")
@@ -196,25 +213,22 @@ def generate_sqlite(path: Path, case: Case, plan: list[Any], *, schema: str, see
         finally:
             raw.close()
         with db.engine.begin() as conn:
-            conn.execute(TABLES["settings"].insert(), _settings_rows(case, schema, seed, events))
-        _checkpoint(db)
+            rows = _settings_rows(case, schema, seed, events, shapes)
+            conn.execute(TABLES["settings"].insert(), rows)
+        wal_checkpoint(db)
     finally:
         db.dispose()
 
 
-def _checkpoint(db: Database) -> None:
-    """Move the WAL into the database file and empty it (outside a transaction)."""
-    raw = db.engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        cur.close()
-    finally:
-        raw.close()
-
-
 def generate_postgresql(
-    admin: Engine, url: str, case: Case, plan: list[Any], *, schema: str, seed: int
+    admin: Engine,
+    url: str,
+    case: Case,
+    plan: list[Any],
+    *,
+    schema: str,
+    seed: int,
+    shapes: int = 0,
 ) -> None:
     db = migrated_anew(admin, url)
     try:
@@ -233,7 +247,8 @@ def generate_postgresql(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - ours
                     f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)"
                 )
-            conn.execute(TABLES["settings"].insert(), _settings_rows(case, schema, seed, events))
+            rows = _settings_rows(case, schema, seed, events, shapes)
+            conn.execute(TABLES["settings"].insert(), rows)
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE")  # what autovacuum does after a bulk load
     finally:
@@ -298,7 +313,7 @@ class Generator:
         if self._pools is None:
             started = time.perf_counter()
             samples = load_samples()
-            self._pools = build_shapes(samples, self.cfg, self.args.seed)
+            self._pools = build_shapes(samples, self.cfg, self.args.seed, self.args.shapes)
             print(
                 f"  built {sum(len(p) for p in self._pools.values())} shapes through daemon.sla "
                 f"in {time.perf_counter() - started:.1f} s",
@@ -310,14 +325,15 @@ class Generator:
         """The URL of the case's database in its generated state; generation seconds."""
         schema = head_revision() or "none"
         args = self.args
-        key = hashlib.sha256(_marker(case, schema, args.seed).encode()).hexdigest()[:12]
+        wanted = _marker(case, schema, args.seed, args.shapes)
+        key = hashlib.sha256(wanted.encode()).hexdigest()[:12]
         if args.database == "sqlite":
             path = Path(args.workdir) / f"tickets-{case.n}-due{case.due}-s{schema}-{key}.db"
             url = f"sqlite:///{path}"
         else:
-            url = f"{args.pg_admin.rsplit('/', 1)[0]}/buzon_bench_scheduler_{case.n}_{case.due}"
+            url = f"{args.pg_admin.rsplit('/', 1)[0]}/{args.pg_prefix}_{case.n}_{case.due}"
         marker = stored_setting(url, MARKER)
-        fresh = args.fresh or marker != _marker(case, schema, args.seed)
+        fresh = args.fresh or marker != wanted
         if not fresh and _pristine(url, case) is not None:
             return url, None
         pools = self.pools()
@@ -325,11 +341,13 @@ class Generator:
         started = time.perf_counter()
         plan = layout(case, pools, args.seed)
         if args.database == "sqlite":
-            generate_sqlite(path, case, plan, schema=schema, seed=args.seed)
+            generate_sqlite(path, case, plan, schema=schema, seed=args.seed, shapes=args.shapes)
         else:
             admin = create_engine(args.pg_admin, isolation_level="AUTOCOMMIT")
             try:
-                generate_postgresql(admin, url, case, plan, schema=schema, seed=args.seed)
+                generate_postgresql(
+                    admin, url, case, plan, schema=schema, seed=args.seed, shapes=args.shapes
+                )
             finally:
                 admin.dispose()
         return url, time.perf_counter() - started
@@ -365,7 +383,7 @@ def restore(desk: Desk) -> bool:
         for i in range(0, len(params), CHUNK):
             conn.execute(stmt, params[i : i + CHUNK])
     if desk.db.backend == "sqlite":
-        _checkpoint(desk.db)
+        wal_checkpoint(desk.db)
     else:
         with desk.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM tickets, ticket_events, outbox")

@@ -27,6 +27,11 @@ the exit code is 1 when one is missing or a message was refused.
 threads never started, which separates the cost of intake from the cost of
 ingesting in the same process. It is not how production runs.
 
+The load generators are ``bench/smtp_load.py``'s; the baseline server and the
+intake-only daemon (this script re-executed with a hidden option), ``bench/smtp_servers.py``'s;
+finding the accepted messages afterwards, ``bench/smtp_account.py``'s. This module runs
+the rounds and reports.
+
 Run from the repository root::
 
     .venv/bin/python bench/smtp_intake.py                       # defaults: 2000 msgs, 20 clients
@@ -42,14 +47,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import itertools
 import json
 import os
 import shutil
-import signal
-import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -59,197 +59,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import tree_cpu
+from benchlib import REPO, free_port, tree_cpu
 
-HOST = "127.0.0.1"
-HELO_NAME = "bench.buzon.invalid"
-SENDER = "sender@example.org"
-RECIPIENT = "rcpt@example.com"
-REPO = Path(__file__).resolve().parent.parent
+# isort: split
+from smtp_account import _account, _count_deliveries, _entry_count, _log_summary
+from smtp_load import HELO_NAME, HOST, LoadResult, make_messages, run_aiosmtplib, run_smtp_source
+from smtp_servers import _serve_baseline, _serve_intake_only, stop_process, wait_for_port
+
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
 STALL_SECONDS = 5.0
-
-
-# --- the baseline server (runs in a child process of this script) -------------------------
-
-
-class FsyncFileHandler:
-    """aiosmtpd handler: one file per message, fsynced off the event loop, then 250."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._ids = itertools.count()
-        self.accepted = 0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw: bytes = envelope.original_content or b""
-        await asyncio.to_thread(self._write, raw)
-        self.accepted += 1
-        return "250 2.0.0 OK"
-
-    def _write(self, raw: bytes) -> None:
-        path = self.root / f"{next(self._ids):08d}.eml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-async def _serve_baseline(root: Path, port: int) -> int:
-    from aiosmtpd.smtp import SMTP
-
-    handler = FsyncFileHandler(root)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTP(handler, hostname=HELO_NAME, decode_data=False, enable_SMTPUTF8=True),
-        host=HOST,
-        port=port,
-        reuse_address=True,
-    )
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.close()
-    await server.wait_closed()
-    print(json.dumps({"accepted": handler.accepted}), flush=True)
-    return 0
-
-
-# --- load generators ------------------------------------------------------------------------
-
-
-@dataclass
-class LoadResult:
-    accepted: int
-    failed: int
-    seconds: float
-    detail: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.accepted / self.seconds if self.seconds > 0 else 0.0
-
-
-def run_smtp_source(
-    exe: str, port: int, *, messages: int, clients: int, size: int, keep: bool, timeout: float
-) -> LoadResult:
-    argv = [exe, "-c", "-l", str(size), "-m", str(messages), "-s", str(clients)]
-    argv += ["-t", RECIPIENT, "-f", SENDER, "-M", HELO_NAME]
-    if keep:
-        argv.append("-d")
-    argv.append(f"{HOST}:{port}")
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        done = _last_counter(out)
-        return LoadResult(done, messages - done, time.perf_counter() - started, "timed out")
-    seconds = time.perf_counter() - started
-    done = _last_counter(proc.stdout)
-    # Without -A, smtp-source stops at the first non-2xx reply: rc 0 means all accepted.
-    if proc.returncode == 0:
-        return LoadResult(messages, 0, seconds)
-    return LoadResult(done, messages - done, seconds, proc.stderr.strip()[-300:])
-
-
-def _last_counter(out: str) -> int:
-    numbers = [int(tok) for tok in out.replace("\r", "\n").split() if tok.isdigit()]
-    return max(numbers, default=0)
-
-
-def make_messages(messages: int, size: int) -> list[bytes]:
-    """4 KiB-ish bodies like smtp-source's, each with a unique Message-ID."""
-    line = b"X" * 78 + b"\r\n"
-    body = (line * (size // len(line) + 1))[:size]
-    out = []
-    for i in range(messages):
-        head = (
-            f"From: <{SENDER}>\r\nTo: <{RECIPIENT}>\r\n"
-            f"Date: Sun, 22 Nov 2026 10:00:00 +0000\r\n"
-            f"Message-ID: <bench.{i}@example.org>\r\nSubject: bench message {i}\r\n\r\n"
-        ).encode()
-        out.append(head + body)
-    return out
-
-
-async def _aiosmtplib_load(port: int, raws: list[bytes], clients: int) -> tuple[int, int, str]:
-    import aiosmtplib
-
-    todo = iter(raws)
-    accepted = failed = 0
-    errors: list[str] = []
-
-    async def client() -> None:
-        nonlocal accepted, failed
-        smtp = aiosmtplib.SMTP(hostname=HOST, port=port, timeout=60, local_hostname=HELO_NAME)
-        await smtp.connect()
-        try:
-            for raw in todo:
-                try:
-                    await smtp.sendmail(SENDER, [RECIPIENT], raw)
-                    accepted += 1
-                except aiosmtplib.SMTPException as exc:
-                    failed += 1
-                    errors.append(repr(exc)[:200])
-                await smtp.rset()
-        finally:
-            with contextlib.suppress(aiosmtplib.SMTPException):
-                await smtp.quit()
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return accepted, failed, "; ".join(errors[:3])
-
-
-def run_aiosmtplib(port: int, raws: list[bytes], clients: int, timeout: float) -> LoadResult:
-    started = time.perf_counter()
-    try:
-        accepted, failed, detail = asyncio.run(
-            asyncio.wait_for(_aiosmtplib_load(port, raws, clients), timeout)
-        )
-    except TimeoutError:
-        return LoadResult(0, len(raws), time.perf_counter() - started, "timed out")
-    return LoadResult(accepted, failed, time.perf_counter() - started, detail)
-
-
-# --- server processes -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on {HOST}:{port} within {timeout:g} s")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> float:
-    """SIGTERM, wait; SIGKILL only if it overstays. Returns the seconds the stop took."""
-    started = time.monotonic()
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return time.monotonic() - started
 
 
 @dataclass
@@ -400,66 +218,6 @@ class Bench:
         }
 
 
-def _entry_count(path: Path) -> int:
-    try:
-        return sum(1 for n in os.listdir(path) if n.endswith(".msg"))
-    except FileNotFoundError:
-        return 0
-
-
-def _spool_ids(path: Path) -> set[str]:
-    try:
-        return {n[:-4] for n in os.listdir(path) if n.endswith(".msg")}
-    except FileNotFoundError:
-        return set()
-
-
-def _db_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []  # schema not created yet
-    finally:
-        conn.close()
-
-
-def _count_deliveries(db: Path) -> int:
-    rows = _db_rows(db, "SELECT count(*) FROM deliveries")
-    return int(rows[0][0]) if rows else 0
-
-
-def _account(tmp: Path) -> dict[str, int]:
-    """Distinct accepted messages found in the spool or the database (a spool id counts once)."""
-    spool = tmp / "spool"
-    new, cur, bad = (_spool_ids(spool / d) for d in ("new", "cur", "bad"))
-    delivered = {r[0] for r in _db_rows(tmp / "b.db", "SELECT spool_id FROM deliveries")}
-    messages = _db_rows(tmp / "b.db", "SELECT count(*) FROM messages")
-    return {
-        "new": len(new),
-        "cur": len(cur),
-        "bad": len(bad),
-        "deliveries": len(delivered),
-        "messages": int(messages[0][0]) if messages else 0,
-        "total": len(new | cur | bad | delivered),
-    }
-
-
-def _log_summary(path: Path) -> dict[str, int]:
-    """Counts of the daemon's warning/error events by name (its log level is warning)."""
-    counts: dict[str, int] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-            name = f"{event.get('level', '?')}:{event.get('event', '?')}"
-        except (json.JSONDecodeError, AttributeError):
-            name = "non-json-line"
-        counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
 def _cpu_ms(run: Run) -> float:
     cpu: float = run.extra.get("server_cpu_s", 0.0)
     return 1000 * cpu / run.accepted if run.accepted else 0.0
@@ -562,32 +320,6 @@ def _report(args: argparse.Namespace, loadgen: str, has_parser: bool, runs: list
             }
         )
     )
-
-
-def _serve_intake_only(argv: list[str]) -> int:
-    """``buzon run`` with the ingest process never started (--intake-only)."""
-    from daemon import app, cli
-
-    class NoIngest:
-        exitcode = None
-
-        def __init__(self, cfg: object) -> None:
-            pass
-
-        def start(self, timeout: float = 0) -> bool:
-            return True
-
-        def notify(self) -> None:
-            return None
-
-        def alive(self) -> bool:
-            return True
-
-        def stop(self) -> None:
-            return None
-
-    app.IngestProcess = NoIngest  # type: ignore[attr-defined,assignment,misc,unused-ignore]
-    return cli.main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

