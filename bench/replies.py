@@ -22,6 +22,7 @@ import contextlib
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -78,6 +79,10 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=20, help="replies in each median")
     ap.add_argument("--pg", nargs="?", const=PG_ADMIN, default="", metavar="ADMIN_URL")
     args = ap.parse_args()
+    from daemon import logging as logmod
+
+    # Unconfigured, structlog prints every info line to stdout inside the timed region.
+    logmod.configure("warning", "json", stream=sys.stderr)
     if args.replies < 2 * args.window:
         ap.error("--replies must be at least twice --window")
     database = scratch_database(args.pg, "buzon_bench_replies") if args.pg else None
