@@ -36,6 +36,7 @@ from daemon.parsepool import ParserPool
 from daemon.spool import Spool, SpoolEntry
 from daemon.triager import Triager
 from daemon.work import Work
+from storage import eventlog
 from storage import repository as repo
 from storage.blobs import BlobStore
 from storage.engine import Database
@@ -251,6 +252,8 @@ class IngestProcessor:
             turn.wait()
         self.database.begin()
         with self.db.transaction() as session:
+            # Its events go in at the commit in one statement, past the unit of work.
+            eventlog.defer(session)
             work = Work(
                 spool_id=spool_id,
                 raw=raw,

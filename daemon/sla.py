@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.config_desk import SlaConfig
-from storage import outbox
+from storage import eventlog, outbox
 from storage import repository as repo
 from storage.models import Message, Ticket, TicketEvent
 from triage import clock_state
@@ -155,7 +155,7 @@ def record(
     elif (folded_clocks := folded(ticket, kind, payload, sla)) is not None:
         clocks = folded_clocks
     else:
-        rows = clock_rows(session, ticket) if ticket.id is not None else [row]  # flushes row
+        rows = clock_rows(session, ticket) if ticket.id is not None else [row]  # row among them
         clocks = cache(ticket, history_of(rows), sla)
     # The event keeps what it set beside its inputs: the audit trail reads without a replay.
     row.data = {**payload, "result": _result(ticket)}
@@ -206,17 +206,17 @@ def result_of(policy: str, cols: Columns) -> dict[str, Any]:
 
 
 def clock_rows(session: Session, ticket: Ticket) -> list[TicketEvent]:
-    """The ticket's clock events already flushed, in recording order."""
+    """The ticket's clock events in recording order, those the session holds back until
+    its commit (``storage.eventlog``) last."""
     if ticket.id is None:
         return []
     session.flush()
-    return list(
-        session.scalars(
-            select(TicketEvent)
-            .where(TicketEvent.ticket_id == ticket.id, TicketEvent.kind.in_(CLOCK_KINDS))
-            .order_by(TicketEvent.id)
-        )
+    written = session.scalars(
+        select(TicketEvent)
+        .where(TicketEvent.ticket_id == ticket.id, TicketEvent.kind.in_(CLOCK_KINDS))
+        .order_by(TicketEvent.id)
     )
+    return [*written, *eventlog.pending(session, ticket, CLOCK_KINDS)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import eventlog
 from storage.types import json_dumps, json_loads
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -149,6 +150,7 @@ class Database:
         self.url = url
         self.engine = create_db_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        eventlog.install(self._sessions)
 
     @property
     def backend(self) -> str:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Row, bindparam, func, or_, select, text
 from sqlalchemy.orm import Session, selectinload
 
-from storage import core
+from storage import core, eventlog
 from storage.models import Contact, Delivery, Message, Ticket, TicketEvent
 
 OPEN = "open"
@@ -286,6 +286,11 @@ def add_event(
     data: dict[str, Any] | None = None,
     message: Message | None = None,
 ) -> TicketEvent:
+    deferred = eventlog.deferring(session)
+    if deferred is not None:  # written at the commit, ids and all (``storage.eventlog``)
+        event = TicketEvent(kind=kind, at=at, data=data or {})
+        deferred.append(eventlog.Deferred(event, ticket, message))
+        return event
     event = TicketEvent(
         ticket=ticket,
         kind=kind,
