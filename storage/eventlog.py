@@ -7,18 +7,18 @@ and message: 7 % of a message's instructions (docs/BENCHMARKS.md). A session tha
 in with :func:`defer` keeps its events in a list instead; they are written when it
 commits, after the flush that gives their tickets and messages ids, in one executemany.
 
-A deferred event is a transient ``TicketEvent`` (no id, not in the session), so:
+A deferred event is a transient ``TicketEvent`` (no id, not in the session). It is
+written where the unit of work would have flushed it at the latest: at a commit (the
+outermost one, or a SAVEPOINT's release) and before a SAVEPOINT begins, on the enclosing
+transaction, so a SAVEPOINT holds exactly the events added inside it. Hence:
 
-* it is not in the database before the commit: :func:`pending` gives a ticket's unwritten
+* it is not in the database before then: :func:`pending` gives a ticket's unwritten
   events, which readers of a ticket's events in the same transaction add to what they
   read (``daemon.sla.clock_rows``);
 * it is not in a loaded ``Ticket.events`` collection;
-* changing it before the commit is what is written (its ``data`` is read at the commit);
-* a SAVEPOINT rolled back drops the events added inside it, as the database drops the
-  rows written there; one released keeps them for the commit; a rolled-back transaction
-  drops them all. Only the outermost commit writes.
-
-Sessions that do not opt in add their events through the unit of work as before.
+* a change to it is written if made before then (its ``data`` is read when written);
+* a rollback, of the transaction or of a SAVEPOINT, drops the unwritten ones: the
+  database drops what was written inside either.
 """
 
 from __future__ import annotations
@@ -26,19 +26,18 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, NamedTuple
 
-from sqlalchemy import event, insert
+from sqlalchemy import Connection, event, insert
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from storage import core
 from storage.models import Message, Ticket, TicketEvent
 
 _PENDING = "buzon.deferred_events"  # session.info: list[Deferred] while deferring
-_MARKS = "buzon.deferred_marks"  # session.info: {savepoint: len(pending) at its start}
 _INSERT = insert(TicketEvent)
 
 
 class Deferred(NamedTuple):
-    """An event and what it belongs to; the ids are read at the commit."""
+    """An event and what it belongs to; their ids are read when it is written."""
 
     event: TicketEvent
     ticket: Ticket
@@ -47,8 +46,8 @@ class Deferred(NamedTuple):
 
 def install(sessions: sessionmaker[Session]) -> None:
     """Let every session of ``sessions`` defer its events (once per session factory)."""
-    event.listen(sessions, "before_commit", _before_commit)
-    event.listen(sessions, "after_transaction_create", _mark)
+    event.listen(sessions, "before_commit", write)
+    event.listen(sessions, "after_transaction_create", _before_savepoint)
     event.listen(sessions, "after_soft_rollback", _drop)
     event.listen(sessions, "after_transaction_end", _end)
 
@@ -57,7 +56,6 @@ def defer(session: Session) -> None:
     """Write the events ``session`` adds from now on at its commit (its factory must be
     ``install``-ed: ``storage.engine.Database`` does it)."""
     session.info[_PENDING] = []
-    session.info[_MARKS] = {}
 
 
 def deferring(session: Session) -> list[Deferred] | None:
@@ -75,18 +73,16 @@ def pending(session: Session, ticket: Ticket, kinds: Collection[str]) -> list[Ti
     ]
 
 
-def _before_commit(session: Session) -> None:
-    if not session.in_nested_transaction():  # a SAVEPOINT released: still undoable
-        write(session)
-
-
 def write(session: Session) -> None:
-    """Insert the deferred events now (the outermost commit does it); the session is
-    flushed first, so that every ticket and message they name has its id."""
-    deferred: list[Deferred] | None = session.info.get(_PENDING)
-    if not deferred:
-        return
-    session.flush()
+    """Insert the deferred events now, in the session's current transaction (a commit
+    does it); the session is flushed first, so every ticket and message has its id."""
+    if session.info.get(_PENDING):
+        session.flush()
+        _insert(session, core.connection(session))
+
+
+def _insert(session: Session, db: Connection) -> None:
+    deferred: list[Deferred] = session.info[_PENDING]
     rows: list[dict[str, Any]] = [
         {
             "ticket_id": d.ticket.id,
@@ -97,24 +93,22 @@ def write(session: Session) -> None:
         }
         for d in deferred
     ]
-    core.connection(session).execute(_INSERT, rows)
+    db.execute(_INSERT, rows)
     deferred.clear()
-    session.info[_MARKS].clear()
 
 
-def _mark(session: Session, transaction: SessionTransaction) -> None:
-    deferred: list[Deferred] | None = session.info.get(_PENDING)
-    if deferred is not None and transaction.nested:
-        session.info[_MARKS][transaction] = len(deferred)
+def _before_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    # The SAVEPOINT is not sent yet (it goes with the savepoint's first statement) and the
+    # unit of work has just flushed, on the enclosing transaction; the events go there too.
+    if transaction.nested and session.info.get(_PENDING):
+        assert transaction.parent is not None
+        _insert(session, transaction.parent.connection(None))
 
 
 def _drop(session: Session, previous: SessionTransaction) -> None:
     deferred: list[Deferred] | None = session.info.get(_PENDING)
-    if deferred is None:
-        return
-    mark = session.info[_MARKS].pop(previous, None) if previous.nested else 0
-    if mark is not None:
-        del deferred[mark:]
+    if deferred:
+        deferred.clear()  # all added inside what was rolled back (see _before_savepoint)
 
 
 def _end(session: Session, transaction: SessionTransaction) -> None:

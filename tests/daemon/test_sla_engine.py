@@ -339,6 +339,32 @@ def test_a_ticket_without_a_snapshot_is_replayed_and_gets_one(desk: Any) -> None
     assert all(explain_agrees(parts, cfg, ref) for ref in refs)
 
 
+def test_a_reply_to_a_ticket_without_a_snapshot_replays_with_its_own_event(desk: Any) -> None:
+    """The ingest writes its events at the commit (``storage.eventlog``): a reply that
+    must replay its ticket's history still counts the event it is adding, and that event
+    keeps the result it set."""
+    parts, cfg, clock = desk
+    clock.at("2026-12-01T10:00")
+    ref = ingest(parts, clock, message("La web no carga", message_id="<n1@cliente.es>"))
+    with parts.db.transaction() as s:
+        t = repo.ticket(s, ref)
+        assert t is not None
+        t.clocks = None  # as a ticket stamped before snapshots existed
+    clock.at("2026-12-02T09:00")
+    again = message(
+        "Re: La web no carga",
+        body="Sigue sin funcionar.\n",
+        headers="In-Reply-To: <n1@cliente.es>\r\n",
+    )
+    assert ingest(parts, clock, again) == ref
+    t = ticket(parts, ref)
+    assert t.clocks is not None
+    [reply] = events(parts, ref, "customer_message")
+    assert t.respond_by is not None
+    assert reply["result"]["respond_by"] == t.respond_by.isoformat()
+    assert explain_agrees(parts, cfg, ref)
+
+
 def test_explain_and_verify_see_a_snapshot_that_disagrees_with_the_events(desk: Any) -> None:
     parts, cfg, clock = desk
     (ref,) = _waiting(parts, cfg, clock, 1)

@@ -121,6 +121,9 @@ def test_a_savepoint_rolled_back_drops_only_the_events_added_inside_it(db: Datab
         s.add(ticket)
         s.flush()
         repo.add_event(s, ticket, "before", NOW)
+        first = s.begin_nested()
+        repo.add_event(s, ticket, "undone-first", NOW)
+        first.rollback()
         with s.begin_nested():
             repo.add_event(s, ticket, "released", NOW)
         inner = s.begin_nested()
@@ -130,6 +133,20 @@ def test_a_savepoint_rolled_back_drops_only_the_events_added_inside_it(db: Datab
         inner.rollback()
         repo.add_event(s, ticket, "after", NOW)
     assert [k for k, *_ in _events(db)] == ["before", "released", "after"]
+
+
+def test_a_commit_with_a_savepoint_left_open_writes_every_event(db: Database) -> None:
+    """The outermost commit releases a SAVEPOINT still open: the events added before and
+    inside it are all written, none lost with the savepoint."""
+    with db.transaction() as s:
+        eventlog.defer(s)
+        ticket = _ticket()
+        s.add(ticket)
+        s.flush()
+        repo.add_event(s, ticket, "before", NOW)
+        s.begin_nested()
+        repo.add_event(s, ticket, "inside", NOW)
+    assert [k for k, *_ in _events(db)] == ["before", "inside"]
 
 
 def test_a_session_that_does_not_defer_adds_events_through_the_unit_of_work(
