@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session
 
 from storage import eventlog
 from storage import repository as repo
@@ -38,6 +39,16 @@ def _message(n: int) -> Message:
         received_at=NOW,
         stored_at=NOW,
     )
+
+
+def _deferring_with_a_ticket(s: Session) -> Ticket:
+    """``s`` deferring its events, with a ticket flushed and an event "before" added."""
+    eventlog.defer(s)
+    ticket = _ticket()
+    s.add(ticket)
+    s.flush()
+    repo.add_event(s, ticket, "before", NOW)
+    return ticket
 
 
 def _events(db: Database) -> list[tuple[str, int, int | None, dict[str, Any]]]:
@@ -116,11 +127,7 @@ def test_a_savepoint_rolled_back_drops_only_the_events_added_inside_it(db: Datab
     """As the database drops the rows a SAVEPOINT wrote, the events added inside it go;
     those added before it, and inside a released one, stay."""
     with db.transaction() as s:
-        eventlog.defer(s)
-        ticket = _ticket()
-        s.add(ticket)
-        s.flush()
-        repo.add_event(s, ticket, "before", NOW)
+        ticket = _deferring_with_a_ticket(s)
         first = s.begin_nested()
         repo.add_event(s, ticket, "undone-first", NOW)
         first.rollback()
@@ -139,11 +146,7 @@ def test_a_commit_with_a_savepoint_left_open_writes_every_event(db: Database) ->
     """The outermost commit releases a SAVEPOINT still open: the events added before and
     inside it are all written, none lost with the savepoint."""
     with db.transaction() as s:
-        eventlog.defer(s)
-        ticket = _ticket()
-        s.add(ticket)
-        s.flush()
-        repo.add_event(s, ticket, "before", NOW)
+        ticket = _deferring_with_a_ticket(s)
         s.begin_nested()
         repo.add_event(s, ticket, "inside", NOW)
     assert [k for k, *_ in _events(db)] == ["before", "inside"]
