@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from storage import bulk, outbox
 from storage.engine import Database
 from storage.models import OutboxMail, Ticket, TicketEvent
+from support.rows import open_ticket
 
 EVENTS = cast(Table, TicketEvent.__table__)
 TICKETS = cast(Table, Ticket.__table__)
@@ -42,14 +43,7 @@ def _events(ticket_id: int, tag: str) -> list[dict[str, Any]]:
 
 def test_rows_are_stored_as_session_execute_stores_them(db: Database) -> None:
     with db.transaction() as s:
-        t = Ticket(
-            status="open",
-            customer="ana@a.es",
-            requester="ana@a.es",
-            channel="email",
-            created_at=datetime(2026, 12, 3, tzinfo=UTC),
-            updated_at=datetime(2026, 12, 3, tzinfo=UTC),
-        )
+        t = open_ticket(at=datetime(2026, 12, 3, tzinfo=UTC))
         s.add(t)
         s.flush()
         s.execute(INSERT, _events(t.id, "orm"))
@@ -100,17 +94,7 @@ def test_a_statement_sqlalchemy_rewrites_at_execution_is_refused(db: Database) -
 
 def _open_tickets(s: Session, count: int, now: datetime) -> list[int]:
     """``count`` new open tickets; their ids."""
-    tickets = [
-        Ticket(
-            status="open",
-            customer="ana@a.es",
-            requester="ana@a.es",
-            channel="email",
-            created_at=now,
-            updated_at=now,
-        )
-        for _ in range(count)
-    ]
+    tickets = [open_ticket(at=now) for _ in range(count)]
     s.add_all(tickets)
     s.flush()
     return [t.id for t in tickets]

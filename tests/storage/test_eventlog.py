@@ -12,33 +12,14 @@ from sqlalchemy.orm import Session
 from storage import eventlog
 from storage import repository as repo
 from storage.engine import Database
-from storage.models import Message, Ticket, TicketEvent
+from storage.models import Ticket, TicketEvent
+from support.rows import open_ticket, stored_message
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 
 
 def _ticket() -> Ticket:
-    return Ticket(
-        status="open",
-        customer="ana@cliente.es",
-        requester="ana@cliente.es",
-        channel="email",
-        created_at=NOW,
-        updated_at=NOW,
-    )
-
-
-def _message(n: int) -> Message:
-    return Message(
-        message_id=f"m{n}@x",
-        raw_sha256=f"{n:064d}",
-        raw=b"raw",
-        size=3,
-        state="done",
-        source="smtp",
-        received_at=NOW,
-        stored_at=NOW,
-    )
+    return open_ticket("ana@cliente.es", NOW)
 
 
 def _deferring_with_a_ticket(s: Session) -> Ticket:
@@ -72,7 +53,7 @@ def test_deferred_events_are_written_at_the_commit_in_one_statement(db: Database
     try:
         with db.transaction() as s:
             eventlog.defer(s)
-            ticket, msg = _ticket(), _message(1)
+            ticket, msg = _ticket(), stored_message(f"{1:064d}", NOW, message_id="m1@x")
             msg.ticket = ticket
             s.add_all([ticket, msg])  # neither flushed: no ids yet
             repo.add_event(s, ticket, "created", NOW)

@@ -9,20 +9,13 @@ from sqlalchemy import select, text
 from storage import incidents
 from storage.engine import Database
 from storage.models import Incident, Ticket, TicketEvent
+from support.rows import open_ticket
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 
 
 def _ticket(customer: str, incident: Incident | None = None) -> Ticket:
-    return Ticket(
-        status="open",
-        customer=customer,
-        requester=customer,
-        channel="email",
-        created_at=NOW,
-        updated_at=NOW,
-        incident=incident,
-    )
+    return open_ticket(customer, NOW, incident=incident)
 
 
 def _incident(tickets: int, customers: int) -> Incident:

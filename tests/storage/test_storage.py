@@ -18,23 +18,9 @@ from storage import repository as repo
 from storage.engine import Database, current_revision, head_revision
 from storage.models import Base, Contact, Message
 from storage.types import clean_text
+from support.rows import stored_message
 
 HOSTILE = "a\x00b \ud800 c\x1b[31m ñ 文字 \U0001f600"
-
-
-def _message(sha: str, **kw: object) -> Message:
-    now = datetime.now(UTC)
-    return Message(
-        message_id=kw.pop("message_id", "m@x"),
-        raw_sha256=sha,
-        raw=kw.pop("raw", b"raw"),
-        size=3,
-        state="done",
-        source="smtp",
-        received_at=now,
-        stored_at=now,
-        **kw,
-    )
 
 
 def test_migration_matches_models(db: Database) -> None:
@@ -56,7 +42,7 @@ def test_hostile_text_is_stored_on_every_backend(db: Database) -> None:
     raw = b"\x00\xff\xfe binary \r\n kept exactly"
     with db.transaction() as s:
         s.add(
-            _message(
+            stored_message(
                 "a" * 64,
                 raw=raw,
                 subject=HOSTILE,
@@ -78,12 +64,12 @@ def test_json_columns_store_what_plain_json_would_refuse(db: Database) -> None:
     """NaN (PostgreSQL refuses it) is stored as null, an int key as its string, and a
     value JSON cannot hold is refused with the type's name, not stored as something else."""
     with db.transaction() as s:
-        s.add(_message("e" * 64, auto={"score": float("nan"), 7: "seven", "x": [1.5, None]}))
+        s.add(stored_message("e" * 64, auto={"score": float("nan"), 7: "seven", "x": [1.5, None]}))
     with db.transaction() as s:
         m = s.scalar(select(Message))
         assert m is not None and m.auto == {"score": None, "7": "seven", "x": [1.5, None]}
     with pytest.raises(Exception, match="type object is unsupported"), db.transaction() as s:
-        s.add(_message("f" * 64, auto={"who": object()}))
+        s.add(stored_message("f" * 64, auto={"who": object()}))
 
 
 def test_datetimes_come_back_aware_utc(db: Database) -> None:
@@ -91,7 +77,7 @@ def test_datetimes_come_back_aware_utc(db: Database) -> None:
     madrid = timezone(timedelta(hours=1))
     when = datetime(2026, 12, 24, 16, 30, tzinfo=madrid)
     with db.transaction() as s:
-        s.add(_message("b" * 64, date=when))
+        s.add(stored_message("b" * 64, date=when))
     with db.transaction() as s:
         m = s.scalar(select(Message))
         assert m is not None and m.date == when and m.date.tzinfo == UTC
@@ -100,15 +86,15 @@ def test_datetimes_come_back_aware_utc(db: Database) -> None:
 def test_naive_datetime_is_refused(db: Database) -> None:
     """A naive datetime is a bug in the caller; storage refuses to guess its zone."""
     with pytest.raises(Exception, match="naive datetime"), db.transaction() as s:
-        s.add(_message("c" * 64, date=datetime(2026, 1, 1)))
+        s.add(stored_message("c" * 64, date=datetime(2026, 1, 1)))
 
 
 def test_same_raw_bytes_cannot_be_stored_twice(db: Database) -> None:
     """The raw SHA-256 is unique: a race between two workers cannot create two rows."""
     with db.transaction() as s:
-        s.add(_message("d" * 64))
+        s.add(stored_message("d" * 64))
     with pytest.raises(IntegrityError), db.transaction() as s:
-        s.add(_message("d" * 64))
+        s.add(stored_message("d" * 64))
 
 
 def test_sqlite_runs_wal_with_full_sync(tmp_path: Path) -> None:
