@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from daemon import config as config_mod
@@ -93,32 +93,44 @@ def corpus_files(root: Path) -> list[Path]:
     )
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database on 127.0.0.1:5432, dropped afterwards.
+def pg_admin() -> Engine:
+    """An AUTOCOMMIT engine on the local PostgreSQL's admin database, once it answers.
 
-    Skipped when PostgreSQL is unreachable, except under CI, where it must be there.
+    Skips the test when PostgreSQL is unreachable, except under CI, where it must be there.
     """
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"buzon_test_{uuid.uuid4().hex[:12]}"
     try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        with admin.connect():
+            pass
     except OperationalError as exc:
         admin.dispose()
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return admin
+
+
+def drop_database(admin: Engine, name: str) -> None:
+    """Drop database ``name``, ending the sessions still connected to it first."""
+    with admin.connect() as conn:
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1:5432, dropped afterwards (see pg_admin)."""
+    admin = pg_admin()
+    name = f"buzon_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield url
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        drop_database(admin, name)
         admin.dispose()
 
 

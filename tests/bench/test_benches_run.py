@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
 
-from conftest import PG_ADMIN_URL, missing
+from conftest import PG_ADMIN_URL, drop_database, missing, pg_admin
 from support.audio import tools_missing, vosk_model_dir
 from support.dovecot import dovecot_binary
 
@@ -89,32 +88,20 @@ def pg() -> Iterator[Pg]:
     """The local PostgreSQL (skipped when unreachable, except in CI, as ``pg_url``). Not a
     fresh database of the test's own: the benches make and drop theirs, and each DROP
     DATABASE is a checkpoint, seconds on a busy machine."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect():
-            pass
-    except OperationalError as exc:
-        admin.dispose()
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    admin = pg_admin()
     prefix = f"buzon_test_bench_{uuid.uuid4().hex[:10]}"
     try:
         yield Pg(PG_ADMIN_URL, prefix)
     finally:
         with admin.connect() as conn:
-            kept = conn.execute(
-                text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
-                {"p": prefix.replace("_", r"\_") + r"\_%"},
-            ).scalars()
-            for name in list(kept):
+            kept = list(
                 conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                    ),
-                    {"n": name},
-                )
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+                    text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                    {"p": prefix.replace("_", r"\_") + r"\_%"},
+                ).scalars()
+            )
+        for name in kept:
+            drop_database(admin, name)
         admin.dispose()
 
 
