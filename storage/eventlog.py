@@ -29,7 +29,6 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, event, insert
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from storage import core
 from storage.models import Message, Ticket, TicketEvent
 
 _PENDING = "buzon.deferred_events"  # session.info: list[Deferred] while deferring
@@ -76,13 +75,13 @@ def pending(session: Session, ticket: Ticket, kinds: Collection[str]) -> list[Ti
 def write(session: Session) -> None:
     """Insert the deferred events now, in the session's current transaction (a commit
     does it); the session is flushed first, so every ticket and message has its id."""
-    if session.info.get(_PENDING):
+    deferred: list[Deferred] | None = session.info.get(_PENDING)
+    if deferred:
         session.flush()
-        _insert(session, core.connection(session))
+        _insert(deferred, session.connection())
 
 
-def _insert(session: Session, db: Connection) -> None:
-    deferred: list[Deferred] = session.info[_PENDING]
+def _insert(deferred: list[Deferred], db: Connection) -> None:
     rows: list[dict[str, Any]] = [
         {
             "ticket_id": d.ticket.id,
@@ -100,9 +99,10 @@ def _insert(session: Session, db: Connection) -> None:
 def _before_savepoint(session: Session, transaction: SessionTransaction) -> None:
     # The SAVEPOINT is not sent yet (it goes with the savepoint's first statement) and the
     # unit of work has just flushed, on the enclosing transaction; the events go there too.
-    if transaction.nested and session.info.get(_PENDING):
+    deferred: list[Deferred] | None = session.info.get(_PENDING)
+    if transaction.nested and deferred:
         assert transaction.parent is not None
-        _insert(session, transaction.parent.connection(None))
+        _insert(deferred, transaction.parent.connection(None))
 
 
 def _drop(session: Session, previous: SessionTransaction) -> None:
