@@ -10,12 +10,11 @@ from __future__ import annotations
 import io
 import math
 import time
-from typing import Any, cast
+from typing import Any
 
 import av
 import av.container
 from av.audio.codeccontext import AudioCodecContext
-from av.audio.stream import AudioStream
 from av.packet import Packet
 
 from transcription.model import (
@@ -27,7 +26,7 @@ from transcription.model import (
     TranscriptionTimeout,
     UndecodableAudio,
 )
-from transcription.resample import SoxLikeResampler
+from transcription.resample import SoxLikeResampler, silent_frame
 
 # FFmpeg demuxer names (a probed container reports a comma list, e.g. "mov,mp4,m4a,...").
 ACCEPTED_DEMUXERS = frozenset(
@@ -49,9 +48,18 @@ HINT_ALIASES = {
     "basic": "au",
     "mka": "matroska",
 }
-# FFmpeg's own AMR decoders fail on DTX frames (comfort noise, no data), which phones send
-# in every pause; opencore's (the library sox uses) decodes them, so timings stay right.
-PREFERRED_DECODERS = {"amrnb": "libopencore_amrnb", "amrwb": "libopencore_amrwb"}
+# Phones stop sending speech in every pause (DTX): a comfort-noise (SID) frame, then 20 ms
+# NO_DATA frames. FFmpeg's own AMR decoders reject both, so each is decoded here as 20 ms of
+# silence, where opencore (the library sox uses) would make comfort noise. The frame type is
+# bits 3-6 of each frame's first byte in the storage format (RFC 4867 5.3), as AMR files and
+# MP4 'samr'/'sawb' tracks hold them. Other types are left to the decoder (NB 12-14 are
+# reserved: damaged). Opencore is not preferred even where a PyAV build bundles it, so the
+# same recording gives the same PCM (and transcript) whatever the build.
+AMR_NO_SPEECH = {
+    "amrnb": frozenset({8, 9, 10, 11, 15}),  # AMR, GSM-EFR, TDMA-EFR, PDC-EFR SID; NO_DATA
+    "amrwb": frozenset({9, 14, 15}),  # SID, SPEECH_LOST, NO_DATA
+}
+AMR_FRAMES_PER_SECOND = 50  # 20 ms frames, narrow- and wide-band alike
 GSM_FRAME = 33  # bytes per 20 ms frame of raw GSM 06.10
 MIN_RATE, MAX_RATE = 1_000, 384_000  # outside this, a "sample rate" is a hostile header
 MAX_CHANNELS = 16
@@ -162,16 +170,17 @@ def _decode(container: av.container.InputContainer, limits: DecodeLimits, out: b
     """Append the PCM of the first audio stream to ``out``; the number of skipped packets."""
     deadline = time.monotonic() + limits.time_limit
     stream = container.streams.audio[0]
-    decoder = _decoder_for(stream)
+    no_speech = AMR_NO_SPEECH.get(stream.codec_context.name, frozenset())
     state = _Decoding(limits, out)
     for packet in container.demux(stream):
-        try:
-            frames = decoder.decode(packet) if decoder is not None else packet.decode()
-        except (av.error.FFmpegError, ValueError):
-            state.lost(packet)
-            continue
-        for frame in frames:
-            state.add(frame)
+        if no_speech and packet.size and _amr_frame_type(packet) in no_speech:
+            state.pause(stream.codec_context)
+        else:
+            try:
+                for frame in packet.decode():
+                    state.add(frame)
+            except (av.error.FFmpegError, ValueError):
+                state.lost(packet)
         if time.monotonic() > deadline:
             raise TranscriptionTimeout(
                 f"decoding took longer than {limits.time_limit:g} s; the recording is kept "
@@ -181,15 +190,8 @@ def _decode(container: av.container.InputContainer, limits: DecodeLimits, out: b
     return state.skipped
 
 
-def _decoder_for(stream: AudioStream) -> AudioCodecContext | None:
-    """A decoder to use instead of the stream's default one, or None for the default."""
-    name = PREFERRED_DECODERS.get(stream.codec_context.name)
-    if name is None or name not in av.codecs_available:
-        return None
-    decoder = cast(AudioCodecContext, av.CodecContext.create(name, "r"))
-    decoder.sample_rate = stream.codec_context.sample_rate
-    decoder.layout = stream.codec_context.layout
-    return decoder
+def _amr_frame_type(packet: Packet[Any]) -> int:
+    return (bytes(memoryview(packet)[:1])[0] >> 3) & 0x0F
 
 
 class _Decoding:
@@ -210,6 +212,18 @@ class _Decoding:
         self.skipped += 1
         if self.resampler is not None:
             self.gap += _packet_samples(packet, self.resampler.rate)
+
+    def pause(self, decoder: AudioCodecContext) -> None:
+        """An AMR DTX frame: 20 ms of silence, in time with the speech around it.
+
+        Unlike a lost packet it is audio even at either end, as opencore's comfort noise is.
+        """
+        fmt, layout, rate = (
+            self.resampler.signature
+            if self.resampler is not None
+            else (decoder.format.name, decoder.layout.name, decoder.sample_rate)
+        )
+        self.add(silent_frame(fmt, layout, rate, rate // AMR_FRAMES_PER_SECOND))
 
     def add(self, frame: av.AudioFrame) -> None:
         _check_frame(frame)

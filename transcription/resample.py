@@ -35,7 +35,7 @@ class SoxLikeResampler:
     """Resamples frames of one format, layout and rate; build a new one when they change."""
 
     def __init__(self, first: av.AudioFrame) -> None:
-        self._signature = _signature(first)
+        self.signature = _signature(first)
         self.rate = rate = first.sample_rate
         self._converts_rate = rate != PCM_RATE
         options: dict[str, str] | None = None
@@ -63,7 +63,7 @@ class SoxLikeResampler:
 
     def accepts(self, frame: av.AudioFrame) -> bool:
         """Whether ``frame`` has the format, layout and rate this resampler was built for."""
-        return _signature(frame) == self._signature
+        return _signature(frame) == self.signature
 
     def push(self, frame: av.AudioFrame) -> bytes:
         """PCM for ``frame`` (possibly empty: the filter holds back its last samples)."""
@@ -86,12 +86,7 @@ class SoxLikeResampler:
         return out[: max(0, expected - (self._out - len(out)))]
 
     def _zeros(self, samples: int) -> av.AudioFrame:
-        fmt, layout, rate = self._signature
-        frame = av.AudioFrame(format=fmt, layout=layout, samples=samples)
-        for plane in frame.planes:
-            plane.update(bytes(plane.buffer_size))
-        frame.sample_rate = rate
-        return frame
+        return silent_frame(*self.signature, samples)
 
     def _collect(self, frames: list[av.AudioFrame]) -> bytes:
         out = b"".join(bytes(memoryview(f.planes[0])[: f.samples * 2]) for f in frames)
@@ -101,6 +96,15 @@ class SoxLikeResampler:
             out = out[dropped:]
         self._out += len(out)
         return out
+
+
+def silent_frame(fmt: str, layout: str, rate: int, samples: int) -> av.AudioFrame:
+    """``samples`` samples of digital silence in the given format, layout and rate."""
+    frame = av.AudioFrame(format=fmt, layout=layout, samples=samples)
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    frame.sample_rate = rate
+    return frame
 
 
 def _signature(frame: av.AudioFrame) -> tuple[str, str, int]:

@@ -37,9 +37,11 @@ LENGTH_SLACK = {
     # 576-sample frame of padding at 8 kHz, which nothing tells the decoder to trim.
     "mp3": 2 * (1105 + 576),
 }
-# Formats whose decoder is bit-exact with sox's (integer codecs, and opencore for AMR): the
-# only differences left are our resampler's, within one LSB.
-EXACT_WITH_SOX = ("wav", "wav16", "wav49", "gsm", "ulaw", "alaw", "amr")
+# Formats whose decoder is bit-exact with sox's (integer codecs): the only differences left
+# are our resampler's, within one LSB.
+EXACT_WITH_SOX = ("wav", "wav16", "wav49", "gsm", "ulaw", "alaw")
+AMR_HEADER = b"#!AMR\n"
+NO_DATA = b"\x7c"  # an AMR storage frame of type 15 (NO_DATA): its TOC byte alone
 
 
 def samples(pcm: bytes) -> memoryview:
@@ -73,6 +75,65 @@ def test_decoding_matches_sox_within_one_lsb(
     assert len(diffs) < len(ref) // 200, f"{len(diffs)} of {len(ref)} samples differ"
 
 
+def snr_db(ours: memoryview, ref: memoryview) -> float:
+    noise = sum((a - b) ** 2 for a, b in zip(ours, ref, strict=True))
+    return 10 * math.log10(sum(b * b for b in ref) / max(noise, 1))
+
+
+def amr_frames(amr: bytes) -> list[bytes]:
+    """The storage-format frames of an AMR-NB file (RFC 4867 5.3), by their TOC byte."""
+    sizes = (13, 14, 16, 18, 20, 21, 27, 32, 6, 1, 1, 1, 1, 1, 1, 1)  # bytes, by frame type
+    assert amr.startswith(AMR_HEADER)
+    frames, at = [], len(AMR_HEADER)
+    while at < len(amr):
+        size = sizes[amr[at] >> 3 & 0x0F]
+        frames.append(amr[at : at + size])
+        at += size
+    return frames
+
+
+def test_amr_matches_sox_in_length_and_within_30_db(audio: VoicemailAudio, tmp_path: Path) -> None:
+    """FFmpeg's float AMR decoder against sox's (opencore, the fixed-point reference):
+    the same length, pauses included, and the same sound (35 dB SNR measured)."""
+    ours = samples(decode_to_pcm16k(audio.read("amr")))
+    ref = samples(sox_pcm16k(audio.files["amr"], tmp_path / "ref.raw"))
+    assert len(ours) == len(ref)
+    assert snr_db(ours, ref) > 30
+
+
+def test_amr_pauses_at_either_end_are_silence_in_time(audio: VoicemailAudio) -> None:
+    """DTX frames (a comfort-noise SID frame, then NO_DATA), which phones send in every
+    pause and FFmpeg's decoder rejects, are 20 ms of silence each, even where no speech
+    follows: leading and trailing pauses add exactly their zeros to the speech's PCM."""
+    amr = audio.read("amr")
+    frames = amr_frames(amr)
+    sid = next(f for f in frames if f[0] >> 3 & 0x0F == 8)
+    assert NO_DATA in frames, "the fixture should end in a pause, as sox's encoder writes it"
+    pause = sid + NO_DATA * 9  # 200 ms
+    paused = AMR_HEADER + pause + amr[len(AMR_HEADER) :] + pause
+    zeros = bytes(2 * 3200)  # 200 ms at 16 kHz
+    assert decode_to_pcm16k(paused) == zeros + decode_to_pcm16k(amr) + zeros
+
+
+def test_amr_pause_inside_speech_keeps_later_words_in_time(audio: VoicemailAudio) -> None:
+    """Two seconds of pause in the middle of speech make the recording two seconds longer."""
+    amr = audio.read("amr")
+    frames = amr_frames(amr)
+    middle = len(frames) // 2
+    paused = AMR_HEADER + b"".join(frames[:middle]) + NO_DATA * 100 + b"".join(frames[middle:])
+    assert len(decode_to_pcm16k(paused)) == len(decode_to_pcm16k(amr)) + 2 * 32000
+
+
+@pytest.mark.parametrize(
+    ("header", "sid"),
+    [(AMR_HEADER, b"\x44" + bytes(5)), (b"#!AMR-WB\n", b"\x4c" + bytes(5))],
+    ids=["narrow-band", "wide-band"],
+)
+def test_amr_of_only_a_pause_is_a_second_of_silence(header: bytes, sid: bytes) -> None:
+    """A voicemail in which nobody spoke decodes to its length of silence, not an error."""
+    assert decode_to_pcm16k(header + sid + NO_DATA * 49) == bytes(32000)
+
+
 def test_mp3_and_ogg_are_close_to_sox(audio: VoicemailAudio, tmp_path: Path) -> None:
     """Other decoders than sox's: MP3 within one LSB and one frame, Ogg above 40 dB SNR."""
     mp3 = samples(decode_to_pcm16k(audio.read("mp3")))
@@ -81,9 +142,7 @@ def test_mp3_and_ogg_are_close_to_sox(audio: VoicemailAudio, tmp_path: Path) -> 
     assert max(abs(a - b) for a, b in zip(mp3, ref, strict=False)) <= 1
     ogg = samples(decode_to_pcm16k(audio.read("ogg")))
     ref = samples(sox_pcm16k(audio.files["ogg"], tmp_path / "ogg.raw"))
-    noise = sum((a - b) ** 2 for a, b in zip(ogg, ref, strict=True))
-    signal = sum(b * b for b in ref)
-    assert 10 * math.log10(signal / max(noise, 1)) > 40
+    assert snr_db(ogg, ref) > 40
 
 
 def test_pcm_at_16_khz_passes_through_untouched(audio: VoicemailAudio) -> None:
