@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +13,14 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from storage.engine import Database, alembic_config, current_revision, head_revision
+from storage.engine import (
+    HEAD_REVISION,
+    Database,
+    alembic_config,
+    current_revision,
+    head_revision,
+    stored_revisions,
+)
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
 
@@ -44,6 +53,28 @@ def _classified(db: Database) -> list[tuple[int, dict[str, Any]]]:
             )
         )
         return [(tid, json.loads(data)) for tid, data in rows]
+
+
+def test_head_revision_is_alembics_head() -> None:
+    """The constant that lets a current database skip Alembic names the newest script."""
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_current_database_opens_without_alembic(blank: Database) -> None:
+    """A blank database is migrated by Alembic; once at the head, opening it again (a
+    new process: the daemon, its ingest process, a command) does not even import it."""
+    assert stored_revisions(blank.engine) == []
+    blank.upgrade()
+    assert stored_revisions(blank.engine) == [HEAD_REVISION]
+    probe = (
+        "import sys; from storage.engine import Database; db = Database(sys.argv[1]); "
+        "db.upgrade(); print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic'}))"
+    )
+    url = blank.engine.url.render_as_string(hide_password=False)
+    out = subprocess.run(
+        [sys.executable, "-c", probe, url], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_0008_moves_a_tickets_triage_into_its_classified_event_and_back(
