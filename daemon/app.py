@@ -215,12 +215,12 @@ class Supervisor:
         # Ingest starts (and loads its parsers) before READY: the first message after
         # a restart, often the one a crash interrupted, is processed at once.
         if self.ingest is not None and not await asyncio.to_thread(self.ingest.start):
+            await asyncio.to_thread(self.ingest.stop)  # reaped first: its exit code is known
             self.log.error(
                 "daemon.failed",
                 error=f"the ingest process did not start (exit code {self.ingest.exitcode})",
                 fix="see the ingest.crashed line before this one",
             )
-            await asyncio.to_thread(self.ingest.stop)
             return False
         self.writer.start(loop)
         try:

@@ -38,7 +38,7 @@ from daemon import logging as logmod
 from daemon.config import Config
 from daemon.imap import instance_id
 from daemon.ingest import IngestRunner
-from daemon.parts import open_parts
+from daemon.parts import Parts, open_parts
 from daemon.voice import TranscriptionRunner
 
 STOP_TIMEOUT = 4.0
@@ -92,35 +92,23 @@ def _serve(
     cfg: Config, name: str, wake: Connection, ready: Connection, heartbeat: c_double
 ) -> None:
     log = logmod.get_logger(component="ingest")
-    roles = cfg.roles
     with open_parts(cfg, recover=False) as parts:
-        if roles.pipeline:
+        if cfg.roles.pipeline:
             # Spawned first: a parser process boots (~0.9 s of imports) on the other core
-            # while this one loads the triager, so the first message does not wait for it.
+            # while this one reads the rules, so the first message does not wait for it.
             parts.parsers.start()
         # Rules and the language model classify mail and transcripts alike: a bad rule
         # fails the start of either role.
+        parts.triager.prepare()
+        heartbeat.value = time.time()
+        if not _say_ready(ready):
+            return  # the parent died during the start
+        # The language models load after "ready": ~1 s of lingua holding the GIL, during
+        # which the parent opens its listener and says READY instead of waiting for it
+        # (mail that comes meanwhile waits in the spool, as for a busy worker). Still
+        # before nice: at nice 19 on a busy host, loading them took minutes.
         parts.triager()
-        runner: IngestRunner | None = None
-        if roles.pipeline:
-            runner = IngestRunner(parts.processor, cfg.pipeline)
-            runner.start()
-        voice: TranscriptionRunner | None = None
-        if roles.transcription:
-            voice = TranscriptionRunner(
-                cfg.transcription,
-                parts.db,
-                parts.blobs,
-                holder=name or instance_id(),
-                triager=parts.triager,
-                sla=cfg.desk.sla,
-                # The instance's name, the same after a restart: what it held then is
-                # taken back. An earlier run of this process still finishing (its parent
-                # was killed) may record nothing for a recording taken back: each outcome
-                # is written only under the claim it was made for.
-                take_back=bool(name),
-            )
-            voice.start()
+        runner, voice = _start_workers(cfg, name, parts)
         log.info(
             "ingest.started",
             pid=os.getpid(),
@@ -140,31 +128,69 @@ def _serve(
         # full collection walked it again: ~1 % of this process's CPU at steady load.
         gc.collect()
         gc.freeze()
-        parent_waits = _say_ready(ready)
-        stuck_said = ""
-        while parent_waits and (runner is None or runner.alive()):
-            # The parent pings systemd's watchdog only while this beats: a worker stuck
-            # on one message (or this process hung) stops the beat, and systemd
-            # restarts the service instead of letting mail pile up unseen.
-            stuck = runner.stuck(cfg.pipeline.stuck_after) if runner is not None else ""
-            if not stuck:
-                heartbeat.value = time.time()
-            elif stuck != stuck_said:
-                log.error("ingest.stuck", detail=stuck, limit_s=cfg.pipeline.stuck_after)
-            stuck_said = stuck
-            said = _parent_says_stop(wake, 0.5)
-            if said:
-                break
-            if said is False:
-                if runner is not None:
-                    runner.wakeup.set()
-                if voice is not None:
-                    voice.wakeup.set()  # a new voicemail may be waiting
+        _beat_until_stopped(cfg, wake, heartbeat, runner, voice)
         if voice is not None:
             voice.stop()
         if runner is not None:
             runner.stop(STOP_TIMEOUT - 1)
         log.info("ingest.stopped", processed=runner.processed if runner is not None else 0)
+
+
+def _start_workers(
+    cfg: Config, name: str, parts: Parts
+) -> tuple[IngestRunner | None, TranscriptionRunner | None]:
+    """The spool runner and the recognisers, each where its role runs here."""
+    runner: IngestRunner | None = None
+    if cfg.roles.pipeline:
+        runner = IngestRunner(parts.processor, cfg.pipeline)
+        runner.start()
+    voice: TranscriptionRunner | None = None
+    if cfg.roles.transcription:
+        voice = TranscriptionRunner(
+            cfg.transcription,
+            parts.db,
+            parts.blobs,
+            holder=name or instance_id(),
+            triager=parts.triager,
+            sla=cfg.desk.sla,
+            # The instance's name, the same after a restart: what it held then is taken
+            # back. An earlier run of this process still finishing (its parent was
+            # killed) may record nothing for a recording taken back: each outcome is
+            # written only under the claim it was made for.
+            take_back=bool(name),
+        )
+        voice.start()
+    return runner, voice
+
+
+def _beat_until_stopped(
+    cfg: Config,
+    wake: Connection,
+    heartbeat: c_double,
+    runner: IngestRunner | None,
+    voice: TranscriptionRunner | None,
+) -> None:
+    """Beat while the workers make progress and pass on wake-ups, until the pipe ends."""
+    log = logmod.get_logger(component="ingest")
+    stuck_said = ""
+    while runner is None or runner.alive():
+        # The parent pings systemd's watchdog only while this beats: a worker stuck on
+        # one message (or this process hung) stops the beat, and systemd restarts the
+        # service instead of letting mail pile up unseen.
+        stuck = runner.stuck(cfg.pipeline.stuck_after) if runner is not None else ""
+        if not stuck:
+            heartbeat.value = time.time()
+        elif stuck != stuck_said:
+            log.error("ingest.stuck", detail=stuck, limit_s=cfg.pipeline.stuck_after)
+        stuck_said = stuck
+        said = _parent_says_stop(wake, 0.5)
+        if said:
+            return
+        if said is False:
+            if runner is not None:
+                runner.wakeup.set()
+            if voice is not None:
+                voice.wakeup.set()  # a new voicemail may be waiting
 
 
 class IngestProcess:

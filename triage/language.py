@@ -1,8 +1,10 @@
 """Guess a message's language with lingua, restricted to the languages the desk expects.
 
 Building lingua detectors loads their n-gram models (about a second and some
-200 MB for seven languages), so a ``LanguageGuesser`` is built once by the
-caller and reused for every message; nothing here is global. Restricting the
+200 MB for seven languages, holding the GIL throughout), so a ``LanguageGuesser``
+is built once by the caller and reused for every message; nothing here is global.
+``load_now=False`` checks the languages at once and leaves the loading to ``load()``
+(or the first guess), for a caller with something more urgent to do first. Restricting the
 candidates to the configured languages is what makes short support messages
 reliable ("¿alguna novedad?" is Spanish when the choice is es/en/bg/pt/...).
 
@@ -17,6 +19,7 @@ Cyrillic language configured.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
@@ -43,8 +46,9 @@ class LanguageGuesser:
 
     __slots__ = (
         "_cyrillic",
-        "_fast",
-        "_precise",
+        "_detectors",
+        "_languages",
+        "_lock",
         "codes",
         "min_confidence",
         "min_letters",
@@ -60,6 +64,7 @@ class LanguageGuesser:
         sample_chars: int = 200,
         precise_below: int = 60,
         min_letters: int = 3,
+        load_now: bool = True,
     ) -> None:
         languages = [_language(code.strip().lower()) for code in codes]
         if len(set(languages)) < 2:
@@ -71,19 +76,27 @@ class LanguageGuesser:
         self.min_letters = min_letters
         cyrillic = [lang for lang in languages if lang in Language.all_with_cyrillic_script()]
         self._cyrillic = _code(cyrillic[0]) if len(cyrillic) == 1 else None
-        # Preloading moves the model loading to construction, so the first
-        # message is not a second slower than the rest.
-        self._precise: LanguageDetector = (
-            LanguageDetectorBuilder.from_languages(*languages)
-            .with_preloaded_language_models()
-            .build()
-        )
-        self._fast: LanguageDetector = (
-            LanguageDetectorBuilder.from_languages(*languages)
-            .with_preloaded_language_models()
-            .with_low_accuracy_mode()
-            .build()
-        )
+        self._languages = languages
+        self._lock = threading.Lock()
+        self._detectors: tuple[LanguageDetector, LanguageDetector] | None = None
+        if load_now:
+            self.load()
+
+    def load(self) -> tuple[LanguageDetector, LanguageDetector]:
+        """The precise and the fast detector, their models loaded on the first call."""
+        detectors = self._detectors
+        if detectors is None:
+            with self._lock:  # workers guessing at once load the models once
+                if self._detectors is None:
+                    # Preloading moves the model loading here, so the first message is not
+                    # a second slower than the rest; lingua shares the models between both.
+                    builder = LanguageDetectorBuilder.from_languages(*self._languages)
+                    self._detectors = (
+                        builder.with_preloaded_language_models().build(),
+                        builder.with_preloaded_language_models().with_low_accuracy_mode().build(),
+                    )
+                detectors = self._detectors
+        return detectors
 
     def guess(self, text: str) -> Decision[str]:
         """The language of ``text`` with lingua's confidence, or ``"und"`` when it is unsure."""
@@ -105,7 +118,7 @@ class LanguageGuesser:
                     f"{self._cyrillic} is the only Cyrillic language configured",
                 )
         precise = letters < self.precise_below
-        detector = self._precise if precise else self._fast
+        detector = self.load()[0 if precise else 1]
         ranked = detector.compute_language_confidence_values(sample)
         best, code = ranked[0], _code(ranked[0].language)
         how = f"lingua{'' if precise else ' (trigrams)'} {best.value:.2f}"

@@ -113,6 +113,27 @@ def test_ready_only_once_the_listener_answers_then_status_and_stopping(
     assert stopping.at > ready.at
 
 
+def test_a_bad_rules_file_fails_the_start_before_ready(
+    daemon_factory: Callable[..., Daemon], systemd: FakeSystemd, tmp_path: Path
+) -> None:
+    """The ingest process says "ready" before its language models load, but only once the
+    rules are read: a rule with an unknown key stops the start, no READY is sent, and the
+    log names the file, the key and the ingest process's exit code."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[category.printing]\nstrong = ["impresora*"]\ncolour = "red"\n')
+    d = daemon_factory(extra=f'[triage]\nrules = "{rules}"\n', start=False)
+    systemd.port = d.port
+    d.start(wait_ready=False, env={"NOTIFY_SOCKET": str(systemd.path)})
+    assert d.wait(30) == 1
+    crashed = d.wait_event("ingest.crashed")
+    assert str(rules) in crashed["error"]
+    assert "category.printing.colour: unknown key" in crashed["error"]
+    failed = d.wait_event("daemon.failed")
+    assert failed["error"] == "the ingest process did not start (exit code 1)"
+    assert not systemd.has("READY")
+    assert all(e.get("event") != "daemon.ready" for e in d.events)
+
+
 def test_watchdog_pings_stop_while_the_ingest_process_hangs(
     daemon_factory: Callable[..., Daemon], systemd: FakeSystemd
 ) -> None:

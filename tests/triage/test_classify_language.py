@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -75,6 +76,23 @@ def test_unknown_codes_are_refused_with_the_code_named() -> None:
     """A typo in [language] detect is an error naming the code, not a silent English."""
     with pytest.raises(ValueError, match="unknown language code 'esp'"):
         LanguageGuesser(("esp", "en"))
+
+
+def test_unknown_codes_are_refused_before_any_model_loads() -> None:
+    """A guesser whose models load later (the ingest process's start) still checks its
+    languages at once: the bad code fails the start, not the first message."""
+    with pytest.raises(ValueError, match="unknown language code 'esp'"):
+        LanguageGuesser(("esp", "en"), load_now=False)
+
+
+def test_models_left_to_load_later_are_loaded_once_by_the_first_callers() -> None:
+    """Four workers guessing at once on a guesser not loaded yet share one load and
+    guess as a loaded one does."""
+    later = LanguageGuesser(("es", "en", "bg"), load_now=False)
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: later.load(), range(4)))
+    assert all(d is loaded[0] for d in loaded)
+    assert later.guess("no funciona el correo desde ayer").value == "es"
 
 
 def test_classify_uses_the_guesser_and_ignores_a_voicemail_subject(
