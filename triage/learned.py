@@ -323,8 +323,11 @@ def train(
             raise NotEnoughExamples(
                 f"every example has {name} {labels[0]!r}: a model needs at least two labels"
             )
-        # Little regularisation: corrected tickets are few and each one counts.
-        clf = LogisticRegression(C=10.0, max_iter=2000)
+        # Little regularisation: corrected tickets are few and each one counts. Newton-CG
+        # reaches the same optimum (L2 makes it unique; class probabilities within 0.01 of
+        # lbfgs's) in 5-7 iterations where lbfgs took 30-37, each costlier: training on
+        # the 312 tuning examples, cross-validation included, 17 s -> 4.4 s.
+        clf = LogisticRegression(C=10.0, max_iter=2000, solver="newton-cg")
         splits = min(folds, *counts.values())
         cv: float | None = None
         if splits >= 2:  # shuffled with a fixed seed: the same examples, the same report
