@@ -35,6 +35,7 @@ from daemon.outmail import (
     auto_submitted,
     compose,
     language_for,
+    verify,
 )
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=timezone(timedelta(hours=1)))
@@ -216,6 +217,31 @@ def test_long_hostile_display_name_never_becomes_a_recipient() -> None:
     assert [a.addr_spec for a in parsed["To"].addresses] == ["ana@example.net"]
     assert [a.addr_spec for a in parsed["From"].addresses] == ["soporte@example.com"]
     assert "evil@x" not in [a for _, a in getaddresses(parsed.get_all("To", []))]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (b"\r\nSubject:", b"\r\nBcc: evil@x\r\nSubject:", "other headers"),
+        (b"\r\nSubject:", b"\r\nsubject: again\r\nSubject:", "other headers"),
+        (b"<ana@example.net>", b"<ana@example.net>, evil@x", "other recipients"),
+        (b"<ana@example.net>", b"<ana@example.net>\r\n evil@x", "other recipients"),
+        (b"<ana@example.net>", b"<evil@x>", "other recipients"),
+        (b"\r\nTo:", b"\r\nTo: evil@x\r\nTo:", "other headers"),
+    ],
+    ids=["bcc-added", "subject-twice", "second-to", "folded-to", "swapped-to", "to-twice"],
+)
+def test_bytes_that_do_not_read_back_as_composed_are_refused(
+    old: bytes, new: bytes, problem: str
+) -> None:
+    """SEC-01's last check on the bytes themselves, as a relay reads them: a header more, a
+    header twice, a recipient more (in the line or a folded one) or another recipient."""
+    done = _compose(_out("ack", to_name="José Pérez, Ana"))
+    composed = _parse(done.raw)
+    verify(done.raw, composed, "ana@example.net")  # the composed bytes pass
+    assert old in done.raw
+    with pytest.raises(ValueError, match=f"parses to {problem}; refusing to send it"):
+        verify(done.raw.replace(old, new, 1), composed, "ana@example.net")
 
 
 def test_long_non_ascii_name_keeps_its_spaces() -> None:
