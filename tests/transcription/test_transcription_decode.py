@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 import random
 import struct
 import wave
 from pathlib import Path
 
+import av
 import pytest
 
 from support.audio import FORMATS, VoicemailAudio, sox, sox_pcm16k
@@ -122,6 +124,26 @@ def test_amr_pause_inside_speech_keeps_later_words_in_time(audio: VoicemailAudio
     middle = len(frames) // 2
     paused = AMR_HEADER + b"".join(frames[:middle]) + NO_DATA * 100 + b"".join(frames[middle:])
     assert len(decode_to_pcm16k(paused)) == len(decode_to_pcm16k(amr)) + 2 * 32000
+
+
+def test_amr_in_3gp_decodes_as_the_bare_file(audio: VoicemailAudio) -> None:
+    """Phones record AMR in 3GP (MP4) files: the same frames, so pauses are read from
+    each frame's type there too and the PCM is the bare .amr file's, byte for byte."""
+    amr = audio.read("amr")
+    pause = NO_DATA * 25  # 500 ms at the start: needs the frame types to be read
+    paused = AMR_HEADER + pause + amr[len(AMR_HEADER) :]
+    source = av.open(io.BytesIO(paused), mode="r")
+    stream = source.streams.audio[0]
+    out = io.BytesIO()
+    with av.open(out, "w", format="3gp") as mp4:
+        track = mp4.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.dts is not None:
+                packet.stream = track
+                mp4.mux(packet)
+    source.close()
+    assert out.getvalue()[4:8] == b"ftyp"
+    assert decode_to_pcm16k(out.getvalue()) == decode_to_pcm16k(paused)
 
 
 @pytest.mark.parametrize(
