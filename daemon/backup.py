@@ -69,24 +69,6 @@ def db_upgrade(cfg: Config, args: argparse.Namespace) -> int:
 
 # -- backup ---------------------------------------------------------------------------------
 
-BACKUP_HELP = """\
-A consistent copy while the daemon runs, in this order: the spool (new/, cur/ and
-bad/; tmp/ holds nothing acknowledged), the SQLite database through SQLite's online
-backup API (one snapshot; writers are not stopped), the attachments, and
-manifest.json (time, schema revision, row and file counts, SHA-256 of buzon.db).
-In that order every message acknowledged before the backup began is in it: one
-that left the spool while the spool was copied had been committed to the database,
-which is copied after. A message in both is recognised as a duplicate on restore.
-
-PostgreSQL: the database is not copied; the command says which pg_dump to run.
-With --files-only it copies the spool and attachments: run pg_dump after it.
-
-Restore: stop the daemon (systemctl stop buzon); copy PATH/buzon.db over
-[storage] database and delete buzon.db-wal and buzon.db-shm beside it; replace
-[storage] spool and [storage] attachments with PATH/spool and PATH/attachments
-(owned by the daemon's user); start the daemon. Entries that were in progress are
-processed again; those already stored are recognised as duplicates.
-"""
 OURS = ("buzon.db", "buzon.db.part", "manifest.json", "spool", "attachments")
 
 
@@ -266,34 +248,3 @@ def backup(cfg: Config, args: argparse.Namespace) -> int:
     elif dbm["pg_dump"]:
         print(f"database not copied: now run {dbm['pg_dump']}")
     return 0
-
-
-# -- the command line -----------------------------------------------------------------------
-
-
-def register(sub: Any) -> None:
-    """Add ``db upgrade`` and ``backup`` to the ``buzon`` parser."""
-    db = sub.add_parser("db", help="the database schema")
-    dsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
-    dsub.add_parser(
-        "upgrade",
-        help="migrate to this version's schema (Alembic); idempotent; stop the daemon first",
-    )
-    bk = sub.add_parser(
-        "backup",
-        help="a consistent copy of the SQLite database, spool and attachments, online",
-        description=BACKUP_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    bk.add_argument("path", metavar="PATH", help="a new or empty directory")
-    bk.add_argument("--force", action="store_true", help="write into a non-empty PATH")
-    bk.add_argument(
-        "--files-only", action="store_true", help="only the spool and attachments (PostgreSQL)"
-    )
-    bk.add_argument("--json", action="store_true", help="print the manifest")
-
-
-HANDLERS: dict[tuple[str, str | None], Any] = {
-    ("db", "upgrade"): db_upgrade,
-    ("backup", None): backup,
-}

@@ -415,19 +415,3 @@ def doctor(cfg: Config, args: argparse.Namespace) -> int:
     tally = {v: sum(f.verdict == v for f in findings) for v in ("FAIL", "WARN", "PASS")}
     print(", ".join(f"{n} {v}" for v, n in tally.items()))
     return 1 if failed else 0
-
-
-# -- the command line -----------------------------------------------------------------------
-
-
-def register(sub: Any) -> None:
-    """Add ``doctor`` to the ``buzon`` parser."""
-    dr = sub.add_parser(
-        "doctor", help="check config, database, disk, models, relay, IMAP logins; each with a fix"
-    )
-    dr.add_argument("--json", action="store_true")
-
-
-HANDLERS: dict[tuple[str, str | None], Any] = {
-    ("doctor", None): doctor,
-}

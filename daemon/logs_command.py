@@ -40,18 +40,6 @@ _CTRL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x
 _COLOURS = {"debug": "2", "info": "32", "warning": "33", "error": "31;1", "critical": "31;1"}
 
 
-LOGS_HELP = """\
-Reads Buzón's JSON log (FILE, - for stdin, or by default journalctl -u buzon -o cat)
-and prints each line as: HH:MM:SS level component event key=value ...  (local time).
-
---ticket B-42 keeps the ticket's lines, and later lines of its messages that carry no
-ticket (found by message_id, spool_id or message). --message-id, --spool-id and
---level narrow further; filters combine. --json prints the matching lines unchanged.
-Lines that are not JSON pass unchanged unless an id filter is given. Control
-characters in values are shown escaped (\\x1b), never sent to the terminal.
-"""
-
-
 @dataclass
 class Filter:
     """Which records to keep; remembers the ids seen with ``ticket``."""
@@ -242,23 +230,3 @@ def main(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"buzon: {exc}", file=sys.stderr)
         return 2
-
-
-def register(sub: Any) -> None:
-    """Add ``logs`` to the ``buzon`` parser."""
-    lg = sub.add_parser(
-        "logs",
-        help="pretty-print the log, filtered by ticket, message or spool id",
-        description=LOGS_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    lg.add_argument(
-        "file", nargs="?", metavar="FILE|-", help="default: journalctl -u buzon, else stdin"
-    )
-    lg.add_argument("-f", "--follow", action="store_true", help="keep reading as lines come")
-    lg.add_argument("--ticket", metavar="REF", help="a ticket reference such as B-42")
-    lg.add_argument("--message-id", metavar="ID", help="a Message-ID (angle brackets optional)")
-    lg.add_argument("--spool-id", metavar="ID", help="a spool entry (the id in the 250 reply)")
-    lg.add_argument("--level", choices=("debug", "info", "warning", "error"), help="and above")
-    lg.add_argument("--json", action="store_true", help="print the matching lines as they are")
-    lg.add_argument("--unit", default="buzon", help="the systemd unit (default: buzon)")

@@ -163,20 +163,3 @@ def run_pass(cfg: Config, args: argparse.Namespace) -> int:
         db.dispose()
     print(json.dumps(asdict(report)))
     return 0
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``sla`` subcommands, added to the ``buzon`` parser."""
-    top = sub.add_parser("sla", help="SLA deadlines: compute, explain, run a pass")
-    ssub = top.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sd = ssub.add_parser("due", help="START + DURATION on a calendar, as the daemon computes it")
-    sd.add_argument("--start", required=True, metavar="ISO8601", help="e.g. 2026-12-24T16:30+01:00")
-    sd.add_argument(
-        "--add", required=True, metavar="DURATION", help="30m, 1h, 2d (wall clock); 90bm, 1bh, 4bd"
-    )
-    sd.add_argument("--calendar", default="24x7", metavar="NAME", help="default: 24x7")
-    sd.add_argument("--json", action="store_true")
-    se = ssub.add_parser("explain", help="replay a ticket's clocks and say how each was computed")
-    se.add_argument("ticket", metavar="ID")
-    se.add_argument("--json", action="store_true")
-    ssub.add_parser("pass", help="run one scheduler pass now: follow-ups, auto-close, alarms")

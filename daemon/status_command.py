@@ -433,19 +433,3 @@ def _imap_line(f: dict[str, Any]) -> str:
     if not f["configured"]:
         text += " (no longer configured)"
     return text
-
-
-# -- the command line -----------------------------------------------------------------------
-
-
-def register(sub: Any) -> None:
-    """Add ``status`` to the ``buzon`` parser."""
-    st = sub.add_parser(
-        "status", help="one screen: listeners, database, spool, queues, SLA, IMAP, last errors"
-    )
-    st.add_argument("--json", action="store_true")
-
-
-HANDLERS: dict[tuple[str, str | None], Any] = {
-    ("status", None): status,
-}

@@ -1,4 +1,4 @@
-"""``buzon verify``: the SLA-cache check, every check in order, and the command line.
+"""``buzon verify``: the SLA-cache check, every check in order, and the printed report.
 
 The checks of stored bytes, states, spool and outbox live in ``daemon.verify``; this
 module adds the one that replays tickets' clocks (as ``buzon sla explain`` does), runs
@@ -13,7 +13,6 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 
@@ -155,20 +154,3 @@ def verify(cfg: Config, args: argparse.Namespace) -> int:
     else:
         print("\n".join(format_findings(findings)))
     return 1 if failed else 0
-
-
-def register(sub: Any) -> None:
-    """Add ``verify`` to the ``buzon`` parser."""
-    p = sub.add_parser("verify", help="check stored bytes, states, spool, outbox and SLA cache")
-    p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    p.add_argument("--all", action="store_true", help="replay every open ticket's SLA clocks")
-    p.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"replay the newest N open tickets (default {SLA_SAMPLE})",
-    )
-
-
-HANDLERS: dict[tuple[str, str | None], Any] = {("verify", None): verify}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import mailbox
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -123,7 +125,68 @@ def test_unknown_subcommand_exits_2(cfg: Path) -> None:
 
 def test_run_takes_the_config_after_the_subcommand_too() -> None:
     """systemd units write `buzon run --config PATH`; the top-level form still works."""
-    from daemon.cli import _parser
+    from daemon.cli_args import parser
 
-    assert _parser().parse_args(["run", "--config", "/etc/b.toml"]).config == "/etc/b.toml"
-    assert _parser().parse_args(["--config", "/etc/a.toml", "run"]).config == "/etc/a.toml"
+    assert parser().parse_args(["run", "--config", "/etc/b.toml"]).config == "/etc/b.toml"
+    assert parser().parse_args(["--config", "/etc/a.toml", "run"]).config == "/etc/a.toml"
+
+
+def test_every_command_has_a_handler_and_every_handler_a_command() -> None:
+    """The parser and the table of handlers agree: each (command, action) the parser
+    accepts names a function that exists, and no handler is left without its command."""
+    import argparse
+
+    from daemon.cli import handler_for
+    from daemon.cli_args import HANDLERS, parser
+
+    def subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
+    accepted = {
+        (command, action)
+        for command, sub in subparsers(parser()).items()
+        for action in (subparsers(sub) or {None: sub})
+    }
+    assert accepted - set(HANDLERS) == {("run", None), ("check-config", None), ("logs", None)}
+    assert set(HANDLERS) <= accepted
+    for command, action in HANDLERS:
+        assert callable(handler_for(command, action)), (command, action)
+
+
+HEAVY = ("sqlalchemy", "alembic", "daemon.pipeline", "daemon.parts", "lingua")
+
+
+def _imported_by(*args: str) -> str:
+    """``buzon ARGS`` in a fresh interpreter: its exit code and which HEAVY modules it loaded."""
+    probe = (
+        "import sys; from daemon import cli; code = cli.main(sys.argv[1:]); "
+        f"print(code, sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *args], check=False, capture_output=True, text=True
+    )
+    return done.stdout.splitlines()[-1] if done.stdout else done.stderr
+
+
+def test_a_command_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """`buzon logs` reads a file without importing the database layer or the daemon's
+    parts; `buzon sla due` without the ingest pipeline: the CLI starts in the time its
+    one command needs, not every command's."""
+    log = tmp_path / "buzon.log"
+    log.write_text('{"event": "daemon.ready", "level": "info", "timestamp": "2026-12-07"}\n')
+    assert _imported_by("logs", str(log)) == "0 []"
+    cfg = write_config(tmp_path / "cfg", free_port())
+    due = _imported_by(
+        "--config", str(cfg), "sla", "due", "--start", "2026-12-24T16:30+01:00", "--add", "1h"
+    )
+    assert due.startswith("0 [") and "daemon.pipeline" not in due and "daemon.parts" not in due
+
+
+def test_verify_help_names_the_sample_it_replays(cfg: Path) -> None:
+    """The help's default is the one the check uses (the number lives with the check)."""
+    from daemon.verify import SLA_SAMPLE
+
+    assert f"(default {SLA_SAMPLE})" in buzon(cfg, "verify", "--help").stdout
