@@ -133,6 +133,7 @@ class LazyTriager:
             return self._triager
 
     def __call__(self) -> Triager:
-        triager = self.prepare()
+        # Called for every message: once built, no lock (the attribute is set once).
+        triager = self._triager or self.prepare()
         triager.languages.load()
         return triager
