@@ -103,9 +103,10 @@ def _serve(
         heartbeat.value = time.time()
         if not _say_ready(ready):
             return  # the parent died during the start
-        # The language models load after "ready": ~1 s of lingua holding the GIL, during
-        # which the parent opens its listener and says READY instead of waiting for it
-        # (mail that comes meanwhile waits in the spool, as for a busy worker). Still
+        # The language models load after "ready", lingua holding the GIL: the parent
+        # opens its listener and says READY meanwhile (mail that comes waits in the
+        # spool, as for a busy worker). Only the trigram models load here; the others,
+        # ~1 s of CPU, on the first text too short for them (triage.language). Still
         # before nice: at nice 19 on a busy host, loading them took minutes.
         parts.triager()
         runner, voice = _start_workers(cfg, name, parts)

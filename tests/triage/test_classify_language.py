@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from lingua import LanguageDetectorBuilder
 
 from triage.classify import MessageFacts, classify
 from triage.language import LanguageGuesser
@@ -93,6 +94,32 @@ def test_models_left_to_load_later_are_loaded_once_by_the_first_callers() -> Non
         loaded = list(pool.map(lambda _: later.load(), range(4)))
     assert all(d is loaded[0] for d in loaded)
     assert later.guess("no funciona el correo desde ayer").value == "es"
+
+
+def test_models_loaded_on_demand_answer_as_preloaded_ones(guesser: LanguageGuesser) -> None:
+    """``load()`` preloads the trigram models only; the precise detector's other n-gram
+    sizes load on its first short text. Every answer, short texts and long, in either
+    order, is what detectors with every model preloaded give."""
+    builder = LanguageDetectorBuilder.from_languages(*guesser._languages)
+    preloaded = builder.with_preloaded_language_models()
+    precise, fast = preloaded.build(), preloaded.with_low_accuracy_mode().build()
+    texts = [
+        "Hola, desde esta mañana la web no carga. ¿Podéis revisarlo?",
+        "no funciona el correo",
+        "Any news?",
+        "Bonjour, notre site ne s'affiche plus depuis ce matin, pouvez-vous regarder ?",
+        "o site caiu",
+        "Guten Morgen, seit heute früh ist die Seite nicht erreichbar, bitte prüfen.",
+    ]
+    fresh = LanguageGuesser(guesser.codes)
+    for text in texts:
+        letters = sum(1 for c in text if c.isalpha())
+        detector = precise if letters < fresh.precise_below else fast
+        best = detector.compute_language_confidence_values(text)[0]
+        code = best.language.iso_code_639_1.name.lower()
+        decision = fresh.guess(text)
+        assert decision.value == (code if best.value >= fresh.min_confidence else "und"), text
+        assert f"{best.value:.2f}" in decision.explanation, (text, decision.explanation)
 
 
 def test_classify_uses_the_guesser_and_ignores_a_voicemail_subject(
