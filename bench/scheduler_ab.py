@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--notify", default="desk-admins@example.com", help='[sla.notify] "*"')
     p.add_argument("--cpu", type=int, default=-1, help="CPU to pin to (default: the last)")
+    p.add_argument("--batch", type=int, default=0, help="[sla] batch (default: the daemon's)")
     args = p.parse_args(argv)
     cpu = sorted(os.sched_getaffinity(0))[args.cpu]
     os.sched_setaffinity(0, {cpu})
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = default_sla()
     if args.notify:
         cfg = replace(cfg, notify=(("*", args.notify),))
+    if args.batch:
+        cfg = replace(cfg, batch=args.batch)
     outbound = Outbound(OutboundConfig(from_address="soporte@example.com"))
     desks = [open_desk(url, Case(0, args.due)) for url in args.urls]
     for desk in desks:

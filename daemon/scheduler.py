@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import compress
 from typing import Any, cast
 
 from sqlalchemy import Table, Update, bindparam, insert, or_, select, update
@@ -39,7 +40,7 @@ from daemon import logging as logmod
 from daemon import sla
 from daemon.config_desk import SlaConfig
 from daemon.outbound import Outbound, nonces
-from daemon.scheduler_plan import Due, Mail, Plan, decide
+from daemon.scheduler_plan import COLUMNS, Due, Mail, Plan, decide
 from storage import bulk, outbox
 from storage.engine import Database
 from storage.models import Ticket, TicketEvent
@@ -66,6 +67,7 @@ RETRY_BROKEN = timedelta(minutes=15)  # a ticket whose handling failed unexpecte
 _TICKETS = cast(Table, Ticket.__table__)
 _EVENTS = cast(Table, TicketEvent.__table__)
 _T = _TICKETS.c
+_WRITE = COLUMNS
 _READ = (
     _T.id,
     _T.ref,
@@ -74,31 +76,8 @@ _READ = (
     _T.language,
     _T.team,
     _T.assigned_to,
-    _T.status,
     _T.sla_policy,
-    _T.alarms_sent,
-    _T.clocks,
-    _T.waiting_since,
-    _T.closed_at,
-    _T.next_due_at,
-    _T.assign_by,
-    _T.respond_by,
-    _T.followup_due_at,
-    _T.close_due_at,
-    _T.followups_sent,
-)
-_WRITE = (
-    "status",
-    "assign_by",
-    "respond_by",
-    "followup_due_at",
-    "close_due_at",
-    "followups_sent",
-    "next_due_at",
-    "alarms_sent",
-    "clocks",
-    "closed_at",
-    "waiting_since",
+    *(getattr(_T, name) for name in _WRITE),
 )
 
 
@@ -121,6 +100,17 @@ def _positions(*names: str) -> Callable[[Any], tuple[Any, ...]]:
 
 
 _WRITTEN = _positions(*_WRITE)
+
+
+class _Binds(dict[tuple[bool, ...], tuple[str, ...]]):
+    """Bind names of the changed columns, by which of ``_WRITE`` changed."""
+
+    def __missing__(self, mask: tuple[bool, ...]) -> tuple[str, ...]:
+        self[mask] = names = tuple(f"b_{n}" for n in compress(_WRITE, mask))
+        return names
+
+
+_BINDS = _Binds()
 _DUE = _positions(*Due._fields)  # its fields are the columns' names
 _INSERT_EVENT = insert(_EVENTS)
 _RESCHEDULE = (
@@ -305,18 +295,18 @@ class Scheduler:
             for kind, data in p.events
         ]
         bulk.executemany(session, _INSERT_EVENT, events)
-        changed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        # Tickets grouped by which columns changed, one UPDATE each: compared in C (``map``
+        # of ``ne``), as a genexpr over the names this was ~3 % of a pass.
+        changed: dict[tuple[bool, ...], list[dict[str, Any]]] = defaultdict(list)
         for p in plans:
-            cols = p.columns
-            names = tuple(
-                k for k, old in zip(_WRITE, stored[p.ticket.id], strict=True) if cols[k] != old
-            )
-            if names:
-                changed[names].append(
-                    {"b_id": p.ticket.id} | {f"b_{k}": p.columns[k] for k in names}
-                )
-        for names, params in changed.items():
-            bulk.executemany(session, _update(names), params)
+            new = p.columns
+            mask = tuple(map(operator.ne, new, stored[p.ticket.id]))
+            if any(mask):
+                params = dict(zip(_BINDS[mask], compress(new, mask), strict=True))
+                params["b_id"] = p.ticket.id
+                changed[mask].append(params)
+        for mask, rows in changed.items():
+            bulk.executemany(session, _update(tuple(compress(_WRITE, mask))), rows)
         bulk.executemany(
             session,
             _RESCHEDULE,
@@ -483,8 +473,8 @@ def _failed(due: Due, error: str, fix: str) -> tuple[str, str, dict[str, Any]]:
 def _bind(plan: Plan, entry: tuple[str, str, dict[str, Any]]) -> tuple[str, str, dict[str, Any]]:
     """A plan's log line with the ticket (and for clock changes, the policy and mail)."""
     level, event, fields = entry
-    extra: dict[str, Any] = {"ticket": plan.ticket.ref}
     if event in ("ticket.auto_closed", "ticket.followup_queued"):
         mail = plan.queued.get(len(plan.events) - 1, 0)  # the clock event is the last one
-        extra |= {"policy": plan.ticket.sla_policy, "mail": mail}
-    return level, event, extra | fields
+        extra = {"ticket": plan.ticket.ref, "policy": plan.ticket.sla_policy, "mail": mail}
+        return level, event, extra | fields
+    return level, event, {"ticket": plan.ticket.ref, **fields}

@@ -59,6 +59,22 @@ class Due(NamedTuple):
     closed_at: datetime | None
 
 
+# The ticket columns a plan sets, in the order of ``Plan.columns``.
+COLUMNS = (
+    "status",
+    "assign_by",
+    "respond_by",
+    "followup_due_at",
+    "close_due_at",
+    "followups_sent",
+    "next_due_at",
+    "alarms_sent",
+    "clocks",
+    "closed_at",
+    "waiting_since",
+)
+
+
 class Mail(NamedTuple):
     """A mail the plan owes; its outbox id goes into ``events[event][key]`` once queued."""
 
@@ -71,12 +87,12 @@ class Mail(NamedTuple):
 
 @dataclass(slots=True)
 class Plan:
-    """Everything a pass writes for one ticket."""
+    """Everything a pass writes for one ticket; ``columns`` in ``COLUMNS`` order."""
 
     ticket: Due
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     mails: list[Mail] = field(default_factory=list)
-    columns: dict[str, Any] = field(default_factory=dict)
+    columns: tuple[Any, ...] = ()
     logs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # level, event
     queued: dict[int, int] = field(default_factory=dict)  # event index -> outbox id
     closes: bool = False
@@ -129,23 +145,24 @@ def decide(
         plan.logs.append(("info", "ticket.followup_queued", {"number": number}))
     cols = sla.columns(clocks, calendar, sent, cfg.at_risk, alarms=pending)
     status = due.status if due.status == "merged" else cols.status
-    plan.columns = {
-        "status": status,
-        "assign_by": cols.assign_by,
-        "respond_by": cols.respond_by,
-        "followup_due_at": cols.followup_due_at,
-        "close_due_at": cols.close_due_at,
-        "followups_sent": cols.followups_sent,
-        "next_due_at": cols.next_due_at,
-        "alarms_sent": list(sent),
+    plan.columns = (
+        status,
+        cols.assign_by,
+        cols.respond_by,
+        cols.followup_due_at,
+        cols.close_due_at,
+        cols.followups_sent,
+        cols.next_due_at,
+        list(sent),
         # Unchanged clocks keep their stored snapshot: most due tickets only had an alarm.
-        "clocks": due.clocks if pending is not None and due.clocks else clock_state.encode(clocks),
-        "closed_at": closed_at,
-        "waiting_since": waiting_since,
-    }
+        due.clocks if pending is not None and due.clocks else clock_state.encode(clocks),
+        closed_at,
+        waiting_since,
+    )
     for kind, data in plan.events:
         if kind != "sla_alarm":  # clock events carry what they set, as ``sla.record`` does
-            data["result"] = {**sla.result_of(policy.name, cols), "status": status}
+            data["result"] = result = sla.result_of(policy.name, cols)
+            result["status"] = status
     return plan
 
 

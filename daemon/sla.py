@@ -192,17 +192,18 @@ def _result(ticket: Ticket) -> dict[str, Any]:
 def result_of(policy: str, cols: Columns) -> dict[str, Any]:
     """What a clock event set, as its ``result``: read by the audit trail without a replay."""
     return {
-        name: value.isoformat() if isinstance(value, datetime) else value
-        for name, value in (
-            ("policy", policy),
-            ("status", cols.status),
-            ("assign_by", cols.assign_by),
-            ("respond_by", cols.respond_by),
-            ("followup_due_at", cols.followup_due_at),
-            ("close_due_at", cols.close_due_at),
-            ("followups_sent", cols.followups_sent),
-        )
+        "policy": policy,
+        "status": cols.status,
+        "assign_by": _iso(cols.assign_by),
+        "respond_by": _iso(cols.respond_by),
+        "followup_due_at": _iso(cols.followup_due_at),
+        "close_due_at": _iso(cols.close_due_at),
+        "followups_sent": cols.followups_sent,
     }
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
 
 
 def clock_rows(session: Session, ticket: Ticket) -> list[TicketEvent]:

@@ -370,7 +370,16 @@ class Calendar:
     def opens_before(self, start: datetime, stop: datetime) -> bool:
         """Whether any open time lies in [start, stop)."""
         lo, hi = _aware(start, "start"), _aware(stop, "stop")
-        return lo < hi and next(self._pieces(lo, hi), None) is not None
+        if not lo < hi:
+            return False
+        # The first piece still open after ``lo`` decides it (pieces are in instant
+        # order): a scheduler pass asks this of every passed business deadline, and the
+        # generator below cost more than the answer. Past the span's end, walk as usual.
+        pieces, ends = self._span((lo - _EPOCH) // _SPAN)
+        first = bisect_right(ends, lo)
+        if first < len(pieces):
+            return pieces[first][0] < hi
+        return next(self._pieces(lo, hi), None) is not None
 
     def next_open(self, t: datetime) -> datetime:
         """``t`` itself when open, else the next opening."""

@@ -39,7 +39,7 @@ Decisions:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
 from typing import Any, Literal, NamedTuple
@@ -161,9 +161,12 @@ class Deadline(NamedTuple):
     provisional: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Clocks:
-    """A ticket's pending deadlines after some events, and the steps that set them."""
+class Clocks(NamedTuple):
+    """A ticket's pending deadlines after some events, and the steps that set them.
+
+    A named tuple (as ``Deadline``): a scheduler pass decodes one a due ticket and
+    folds one event into it, and a frozen dataclass's ``__init__`` and ``replace``
+    cost several times a tuple's."""
 
     state: State = "open"
     assign: Deadline | None = None
@@ -239,8 +242,8 @@ def apply(
     ctx = _Ctx(policy, calendar, calendar.local(event.at), name, explain)
     after, notes = rule(clocks, event, ctx)
     if not explain:
-        return after if after.steps is clocks.steps else replace(after, steps=clocks.steps)
-    return replace(after, steps=clocks.steps + tuple(_steps(clocks, after, notes, ctx)))
+        return after if after.steps is clocks.steps else after._replace(steps=clocks.steps)
+    return after._replace(steps=clocks.steps + tuple(_steps(clocks, after, notes, ctx)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +306,7 @@ def _assigned(clocks: Clocks, event: Assigned, x: _Ctx) -> tuple[Clocks, Notes]:
         fresh = x.clock("respond_by", f"assigned to {event.agent}", x.at, x.policy.respond_within)
         if first.provisional or fresh.due < first.due:
             first = fresh
-    after = replace(clocks, assign=None, first_response=first)
+    after = clocks._replace(assign=None, first_response=first)
     notes["respond_by"] = _respond_note(after)
     return after, notes
 
@@ -315,8 +318,8 @@ def _customer_message(clocks: Clocks, event: CustomerMessage, x: _Ctx) -> tuple[
         return clocks, {"": "chase within 40 min (seed 001): SLAs are not reset"}
     fresh = x.clock("respond_by", "customer message", x.at, x.policy.followup_response_within)
     if clocks.state == "waiting":
-        after = replace(
-            clocks, state="open", reply=fresh, followup_due=None, followups_sent=0, close_due=None
+        after = clocks._replace(
+            state="open", reply=fresh, followup_due=None, followups_sent=0, close_due=None
         )
         said = "the customer replied" + (" (a chase, but it ends their silence)" * event.chase)
         return after, {
@@ -327,7 +330,7 @@ def _customer_message(clocks: Clocks, event: CustomerMessage, x: _Ctx) -> tuple[
             "followups_sent": "followups_sent = 0: the customer replied",
         }
     reply = clocks.reply if clocks.reply and clocks.reply.due <= fresh.due else fresh
-    after = replace(clocks, reply=reply)
+    after = clocks._replace(reply=reply)
     return after, {
         "respond_by": _respond_note(after),
         "": f"respond_by stays {_show(clocks.respond_by)}: earlier than {fresh.how}",
@@ -337,7 +340,7 @@ def _customer_message(clocks: Clocks, event: CustomerMessage, x: _Ctx) -> tuple[
 def _agent_response(clocks: Clocks, event: AgentResponse, x: _Ctx) -> tuple[Clocks, Notes]:
     if clocks.state == "closed":
         return clocks, {"": "the ticket is closed: no clock to stop"}
-    after = replace(clocks, assign=None, first_response=None, reply=None)
+    after = clocks._replace(assign=None, first_response=None, reply=None)
     return after, {
         "assign_by": _met("assign_by", clocks.assign, x.at, "an agent answered"),
         "respond_by": _met("respond_by", clocks.respond, x.at, "an agent answered"),
@@ -355,8 +358,7 @@ def _waiting(clocks: Clocks, event: Waiting, x: _Ctx) -> tuple[Clocks, Notes]:
             f"followup_due: none, {clocks.followups_sent} of max {p.max_customer_followups} sent"
         )
     close_due, close_note = x.later(p.auto_close_after, "close_due", "waiting")
-    after = replace(
-        clocks,
+    after = clocks._replace(
         state="waiting",
         assign=None,
         first_response=None,
@@ -381,7 +383,7 @@ def _followup_sent(clocks: Clocks, event: FollowupSent, x: _Ctx) -> tuple[Clocks
     due, note = x.later(p.customer_followup_every, "followup_due", f"follow-up {sent} sent")
     if sent >= p.max_customer_followups:
         due, note = None, f"followup_due: none, {sent} of max {p.max_customer_followups} sent"
-    after = replace(clocks, followups_sent=sent, followup_due=due)
+    after = clocks._replace(followups_sent=sent, followup_due=due)
     counted = f"followups_sent = {sent} of max {p.max_customer_followups}"
     return after, {"followups_sent": counted, "followup_due": note}
 
@@ -398,8 +400,8 @@ def _closed(clocks: Clocks, event: Closed, x: _Ctx) -> tuple[Clocks, Notes]:
 def _reopened(clocks: Clocks, event: Reopened, x: _Ctx) -> tuple[Clocks, Notes]:
     fresh = x.clock("respond_by", "reopened", x.at, x.policy.followup_response_within)
     reply = clocks.reply if clocks.reply and clocks.reply.due <= fresh.due else fresh
-    after = replace(
-        clocks, state="open", reply=reply, followup_due=None, followups_sent=0, close_due=None
+    after = clocks._replace(
+        state="open", reply=reply, followup_due=None, followups_sent=0, close_due=None
     )
     return after, {
         "state": "reopened",
