@@ -121,7 +121,8 @@ class VoicemailAudio:
     def source_samples_8k(self) -> int:
         """Samples in the 8 kHz PCM WAV: every format should decode to twice as many."""
         with wave.open(str(self.files["wav"])) as w:
-            return w.getnframes()
+            frames: int = w.getnframes()  # typeshed's wave.open overload is Any here
+        return frames
 
 
 def make_voicemail_audio(directory: Path, text: str = SPEECH_KO) -> VoicemailAudio:
