@@ -180,8 +180,9 @@ def _alarms(
     if not fired:
         return due.alarms_sent
     sent = list(due.alarms_sent)
-    breached = {a.clock for a in fired if a.kind == "breached"}
-    quiet = {a.clock for a in fired if a.kind == "at_risk" and a.clock in breached}
+    # Lists, not sets: two clocks at most, and a set built per ticket cost more.
+    breached = [a.clock for a in fired if a.kind == "breached"]
+    quiet = [a.clock for a in fired if a.kind == "at_risk" and a.clock in breached]
     subject = ""  # the digest line's, made safe once for the ticket's breaches
     for alarm in fired:
         sent.append(alarm.key)
