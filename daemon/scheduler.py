@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import compress
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, Update, bindparam, insert, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -81,15 +81,23 @@ _READ = (
 )
 
 
+class _Changed(NamedTuple):
+    statement: Update
+    binds: tuple[str, ...]  # the changed columns' bind names, in ``_WRITE`` order
+
+
 @functools.cache
-def _update(names: tuple[str, ...]) -> Update:
-    """UPDATE of just these columns, by id: a ticket's unchanged columns (and the indexes
-    over them) are left alone, which is most of them for a ticket that only had an alarm."""
-    return (
+def _changed(mask: tuple[bool, ...]) -> _Changed:
+    """UPDATE of just the columns ``mask`` marks changed (by position in ``_WRITE``), by
+    id: a ticket's unchanged columns (and the indexes over them) are left alone, which is
+    most of them for a ticket that only had an alarm."""
+    binds = {name: f"b_{name}" for name in compress(_WRITE, mask)}
+    statement = (
         update(_TICKETS)
         .where(_T.id == bindparam("b_id"))
-        .values({name: bindparam(f"b_{name}") for name in names})
+        .values({name: bindparam(bind) for name, bind in binds.items()})
     )
+    return _Changed(statement, tuple(binds.values()))
 
 
 def _positions(*names: str) -> Callable[[Any], tuple[Any, ...]]:
@@ -103,15 +111,6 @@ _WRITTEN = _positions(*_WRITE)
 _ID = operator.itemgetter(0)
 
 
-class _Binds(dict[tuple[bool, ...], tuple[str, ...]]):
-    """Bind names of the changed columns, by which of ``_WRITE`` changed."""
-
-    def __missing__(self, mask: tuple[bool, ...]) -> tuple[str, ...]:
-        self[mask] = names = tuple(f"b_{n}" for n in compress(_WRITE, mask))
-        return names
-
-
-_BINDS = _Binds()
 _DUE = _positions(*Due._fields)  # its fields are the columns' names
 _INSERT_EVENT = insert(_EVENTS)
 _RESCHEDULE = (
@@ -304,11 +303,11 @@ class Scheduler:
             new = p.columns
             mask = tuple(map(operator.ne, new, stored[p.ticket.id]))
             if any(mask):
-                params = dict(zip(_BINDS[mask], compress(new, mask), strict=True))
+                params = dict(zip(_changed(mask).binds, compress(new, mask), strict=True))
                 params["b_id"] = p.ticket.id
                 changed[mask].append(params)
         for mask, rows in changed.items():
-            bulk.executemany(session, _update(tuple(compress(_WRITE, mask))), rows)
+            bulk.executemany(session, _changed(mask).statement, rows)
         bulk.executemany(
             session,
             _RESCHEDULE,
