@@ -95,20 +95,16 @@ def _serve(
     with open_parts(cfg, recover=False) as parts:
         if cfg.roles.pipeline:
             # Spawned first: a parser process boots (~0.9 s of imports) on the other core
-            # while this one reads the rules, so the first message does not wait for it.
+            # while this one builds the triager, so the first message does not wait for it.
             parts.parsers.start()
-        # Rules and the language model classify mail and transcripts alike: a bad rule
-        # fails the start of either role.
-        parts.triager.prepare()
+        # Rules and the language models classify mail and transcripts alike: a bad rule
+        # fails the start of either role. Built before nice: at nice 19 on a busy host,
+        # loading every language model took minutes (now only the trigram models load
+        # here, ~0.05 s; the rest with the first short text, triage.language).
+        parts.triager()
         heartbeat.value = time.time()
         if not _say_ready(ready):
             return  # the parent died during the start
-        # The language models load after "ready", lingua holding the GIL: the parent
-        # opens its listener and says READY meanwhile (mail that comes waits in the
-        # spool, as for a busy worker). Only the trigram models load here; the others,
-        # ~1 s of CPU, on the first text too short for them (triage.language). Still
-        # before nice: at nice 19 on a busy host, loading them took minutes.
-        parts.triager()
         runner, voice = _start_workers(cfg, name, parts)
         log.info(
             "ingest.started",

@@ -46,9 +46,9 @@ class Triager:
         self.model = model
 
     @classmethod
-    def from_config(cls, cfg: Config, *, load_languages: bool = True) -> Triager:
-        """Rules, routing and learned model read and checked (ConfigError names what is
-        wrong); the language models loaded too unless ``load_languages`` is False."""
+    def from_config(cls, cfg: Config) -> Triager:
+        """Rules, routing, language models and learned model, read and checked
+        (ConfigError names what is wrong)."""
         layers, names = [shipped_rules()], ["triage/rules/default.toml"]
         if cfg.triage.rules:
             try:
@@ -70,9 +70,7 @@ class Triager:
                     f"the rules know {', '.join(sorted(known))}"
                 )
         try:
-            languages = LanguageGuesser(
-                **rules.settings.language_options(), load_now=load_languages
-            )
+            languages = LanguageGuesser(**rules.settings.language_options())
         except ValueError as exc:
             raise ConfigError(f"[triage] rules: [language] {exc}") from exc
         return cls(rules, languages, dict(cfg.routing), load_model(cfg))
@@ -125,15 +123,12 @@ class LazyTriager:
         self._lock = threading.Lock()
         self._triager: Triager | None = None
 
-    def prepare(self) -> Triager:
-        """The Triager with its config checked, its language models not loaded yet."""
-        with self._lock:
-            if self._triager is None:
-                self._triager = Triager.from_config(self._cfg, load_languages=False)
-            return self._triager
-
     def __call__(self) -> Triager:
         # Called for every message: once built, no lock (the attribute is set once).
-        triager = self._triager or self.prepare()
-        triager.languages.load()
-        return triager
+        return self._triager or self._build()
+
+    def _build(self) -> Triager:
+        with self._lock:
+            if self._triager is None:
+                self._triager = Triager.from_config(self._cfg)
+            return self._triager

@@ -3,10 +3,9 @@
 Building lingua detectors loads their n-gram models (about a second and some
 200 MB for seven languages, holding the GIL throughout), so a ``LanguageGuesser``
 is built once by the caller and reused for every message; nothing here is global.
-``load()`` loads the trigram models only; the other sizes, which only texts shorter
-than ``precise_below`` letters need, load on the first such text.
-``load_now=False`` checks the languages at once and leaves the loading to ``load()``
-(or the first guess), for a caller with something more urgent to do first. Restricting the
+Only the trigram models are loaded at construction (~0.05 s for seven languages); the
+other sizes, which only texts shorter than ``precise_below`` letters need, load into
+lingua's shared cache on the first such text (~1 s of CPU, once). Restricting the
 candidates to the configured languages is what makes short support messages
 reliable ("¿alguna novedad?" is Spanish when the choice is es/en/bg/pt/...).
 
@@ -21,7 +20,6 @@ Cyrillic language configured.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
@@ -48,9 +46,8 @@ class LanguageGuesser:
 
     __slots__ = (
         "_cyrillic",
-        "_detectors",
-        "_languages",
-        "_lock",
+        "_fast",
+        "_precise",
         "codes",
         "min_confidence",
         "min_letters",
@@ -66,7 +63,6 @@ class LanguageGuesser:
         sample_chars: int = 200,
         precise_below: int = 60,
         min_letters: int = 3,
-        load_now: bool = True,
     ) -> None:
         languages = [_language(code.strip().lower()) for code in codes]
         if len(set(languages)) < 2:
@@ -78,30 +74,14 @@ class LanguageGuesser:
         self.min_letters = min_letters
         cyrillic = [lang for lang in languages if lang in Language.all_with_cyrillic_script()]
         self._cyrillic = _code(cyrillic[0]) if len(cyrillic) == 1 else None
-        self._languages = languages
-        self._lock = threading.Lock()
-        self._detectors: tuple[LanguageDetector, LanguageDetector] | None = None
-        if load_now:
-            self.load()
-
-    def load(self) -> tuple[LanguageDetector, LanguageDetector]:
-        """The precise and the fast detector, their models loaded on the first call."""
-        detectors = self._detectors
-        if detectors is None:
-            with self._lock:  # workers guessing at once load the models once
-                if self._detectors is None:
-                    # Only the trigram models are loaded here (~0.05 s for seven languages):
-                    # they serve every text of ``precise_below`` letters or more, most mail.
-                    # The precise detector's other n-gram sizes (~1 s of CPU, 20 times
-                    # that) load on its first short text, in lingua's shared cache: a
-                    # process that never meets one never pays for them.
-                    builder = LanguageDetectorBuilder.from_languages(*self._languages)
-                    self._detectors = (
-                        builder.build(),
-                        builder.with_preloaded_language_models().with_low_accuracy_mode().build(),
-                    )
-                detectors = self._detectors
-        return detectors
+        # Preloaded: the trigram models, which every text of ``precise_below`` letters or
+        # more uses (most mail). Not preloaded: the precise detector's other sizes, 20
+        # times their cost; a process that never meets a short text never pays for them.
+        builder = LanguageDetectorBuilder.from_languages(*languages)
+        self._precise: LanguageDetector = builder.build()
+        self._fast: LanguageDetector = (
+            builder.with_preloaded_language_models().with_low_accuracy_mode().build()
+        )
 
     def guess(self, text: str) -> Decision[str]:
         """The language of ``text`` with lingua's confidence, or ``"und"`` when it is unsure."""
@@ -123,7 +103,7 @@ class LanguageGuesser:
                     f"{self._cyrillic} is the only Cyrillic language configured",
                 )
         precise = letters < self.precise_below
-        detector = self.load()[0 if precise else 1]
+        detector = self._precise if precise else self._fast
         ranked = detector.compute_language_confidence_values(sample)
         best, code = ranked[0], _code(ranked[0].language)
         how = f"lingua{'' if precise else ' (trigrams)'} {best.value:.2f}"

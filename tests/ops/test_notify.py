@@ -116,9 +116,9 @@ def test_ready_only_once_the_listener_answers_then_status_and_stopping(
 def test_a_bad_rules_file_fails_the_start_before_ready(
     daemon_factory: Callable[..., Daemon], systemd: FakeSystemd, tmp_path: Path
 ) -> None:
-    """The ingest process says "ready" before its language models load, but only once the
-    rules are read: a rule with an unknown key stops the start, no READY is sent, and the
-    log names the file, the key and the ingest process's exit code."""
+    """The ingest process says "ready" only once the rules are read: a rule with an
+    unknown key stops the start, no READY is sent, and the log names the file, the key
+    and the ingest process's exit code."""
     rules = tmp_path / "rules.toml"
     rules.write_text('[category.printing]\nstrong = ["impresora*"]\ncolour = "red"\n')
     d = daemon_factory(extra=f'[triage]\nrules = "{rules}"\n', start=False)

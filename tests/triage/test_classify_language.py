@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from lingua import LanguageDetectorBuilder
+from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
 from triage.classify import MessageFacts, classify
 from triage.language import LanguageGuesser
@@ -79,28 +79,24 @@ def test_unknown_codes_are_refused_with_the_code_named() -> None:
         LanguageGuesser(("esp", "en"))
 
 
-def test_unknown_codes_are_refused_before_any_model_loads() -> None:
-    """A guesser whose models load later (the ingest process's start) still checks its
-    languages at once: the bad code fails the start, not the first message."""
-    with pytest.raises(ValueError, match="unknown language code 'esp'"):
-        LanguageGuesser(("esp", "en"), load_now=False)
-
-
-def test_models_left_to_load_later_are_loaded_once_by_the_first_callers() -> None:
-    """Four workers guessing at once on a guesser not loaded yet share one load and
-    guess as a loaded one does."""
-    later = LanguageGuesser(("es", "en", "bg"), load_now=False)
+def test_four_workers_meeting_the_first_short_texts_at_once_agree() -> None:
+    """The precise models load on the first short text, inside lingua: four workers
+    guessing short texts at once on a fresh guesser all get the loaded guesser's answer."""
+    fresh = LanguageGuesser(("es", "en", "bg"))
     with ThreadPoolExecutor(4) as pool:
-        loaded = list(pool.map(lambda _: later.load(), range(4)))
-    assert all(d is loaded[0] for d in loaded)
-    assert later.guess("no funciona el correo desde ayer").value == "es"
+        decisions = list(
+            pool.map(lambda _: fresh.guess("no funciona el correo desde ayer"), range(4))
+        )
+    assert all(d == decisions[0] for d in decisions)
+    assert decisions[0].value == "es"
 
 
 def test_models_loaded_on_demand_answer_as_preloaded_ones(guesser: LanguageGuesser) -> None:
-    """``load()`` preloads the trigram models only; the precise detector's other n-gram
+    """A guesser preloads the trigram models only; the precise detector's other n-gram
     sizes load on its first short text. Every answer, short texts and long, in either
     order, is what detectors with every model preloaded give."""
-    builder = LanguageDetectorBuilder.from_languages(*guesser._languages)
+    languages = [Language.from_iso_code_639_1(IsoCode639_1.from_str(c)) for c in guesser.codes]
+    builder = LanguageDetectorBuilder.from_languages(*languages)
     preloaded = builder.with_preloaded_language_models()
     precise, fast = preloaded.build(), preloaded.with_low_accuracy_mode().build()
     texts = [
