@@ -110,12 +110,13 @@ def parser() -> argparse.ArgumentParser:
         "(YYYY-MM-DD) on, marked as backfill: no acknowledgements",
     )
 
-    tickets = sub.add_parser("tickets", help="list and show tickets")
-    tsub = tickets.add_subparsers(dest="action", required=True, metavar="ACTION")
-    tl = tsub.add_parser("list", help="list tickets, newest first")
-    tl.add_argument("--json", action="store_true")
-    tl.add_argument("--status", help="only tickets with this status (open, closed)")
-    tl.add_argument("--limit", type=int, default=100)
+    tsub = _actions(sub, "tickets", help="list and show tickets")
+    _listing(
+        tsub,
+        "list tickets, newest first",
+        status="only tickets with this status (open, closed)",
+        limit=100,
+    )
     ts = tsub.add_parser("show", help="show one ticket with its messages and events")
     ts.add_argument("ticket", metavar="ID", help="numeric id or reference such as B-42")
     ts.add_argument("--json", action="store_true")
@@ -133,8 +134,7 @@ def parser() -> argparse.ArgumentParser:
         help="queue every failed transcription again (after fixing the model, say)",
     )
 
-    triage = sub.add_parser("triage", help="classification: explain a decision, train a model")
-    trsub = triage.add_subparsers(dest="action", required=True, metavar="ACTION")
+    trsub = _actions(sub, "triage", help="classification: explain a decision, train a model")
     te = trsub.add_parser("explain", help="classify message files and say why; stores nothing")
     te.add_argument("files", nargs="+", metavar="FILE")
     te.add_argument("--json", action="store_true")
@@ -168,13 +168,34 @@ def parser() -> argparse.ArgumentParser:
     )
     tt.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    quarantine = sub.add_parser("quarantine", help="messages that could not be processed")
-    qsub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ql = qsub.add_parser("list", help="list quarantined messages and spool entries")
-    ql.add_argument("--json", action="store_true")
+    qsub = _actions(sub, "quarantine", help="messages that could not be processed")
+    _listing(qsub, "list quarantined messages and spool entries")
     qr = qsub.add_parser("retry", help="process a quarantined item again")
     qr.add_argument("item", metavar="ID", help="an id from 'quarantine list'")
     return p
+
+
+def _actions(sub: Any, name: str, help: str) -> Any:
+    """A command whose first argument is an action (``buzon tickets list``)."""
+    command = sub.add_parser(name, help=help)
+    return command.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def _listing(
+    actions: Any,
+    help: str,
+    *,
+    limit: int | None = None,
+    status: str = "",
+) -> argparse.ArgumentParser:
+    """A ``list`` action: ``--json``, and ``--status``/``--limit`` where given."""
+    listing: argparse.ArgumentParser = actions.add_parser("list", help=help)
+    listing.add_argument("--json", action="store_true")
+    if status:
+        listing.add_argument("--status", help=status)
+    if limit is not None:
+        listing.add_argument("--limit", type=int, default=limit)
+    return listing
 
 
 def _desk_parsers(sub: Any, tsub: Any) -> None:
@@ -195,8 +216,7 @@ def _desk_parsers(sub: Any, tsub: Any) -> None:
     tm.add_argument("target", metavar="TARGET")
     tm.add_argument("--by", metavar="NAME", help="who did it, for the audit trail")
 
-    contacts = sub.add_parser("contacts", help="authorised contacts: who may act for a customer")
-    csub = contacts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    csub = _actions(sub, "contacts", help="authorised contacts: who may act for a customer")
     ca = csub.add_parser("add", help="authorise addresses or @domains for a customer")
     ca.add_argument("patterns", nargs="+", metavar="ADDRESS|@DOMAIN")
     ca.add_argument("--customer", required=True, metavar="NAME")
@@ -209,18 +229,11 @@ def _desk_parsers(sub: Any, tsub: Any) -> None:
     cr = csub.add_parser("remove", help="withdraw authorisations")
     cr.add_argument("patterns", nargs="+", metavar="ADDRESS|@DOMAIN")
 
-    incidents = sub.add_parser("incidents", help="many customers reporting the same failure")
-    isub = incidents.add_subparsers(dest="action", required=True, metavar="ACTION")
-    il = isub.add_parser("list", help="incidents, newest first, with their tickets")
-    il.add_argument("--json", action="store_true")
-    il.add_argument("--status", help="open or closed")
-    il.add_argument("--limit", type=int, default=50)
+    isub = _actions(sub, "incidents", help="many customers reporting the same failure")
+    _listing(isub, "incidents, newest first, with their tickets", status="open or closed", limit=50)
 
-    parked = sub.add_parser("parked", help="automatic mail kept without a ticket")
-    psub = parked.add_subparsers(dest="action", required=True, metavar="ACTION")
-    pl = psub.add_parser("list", help="parked and dropped messages, newest first")
-    pl.add_argument("--json", action="store_true")
-    pl.add_argument("--limit", type=int, default=100)
+    psub = _actions(sub, "parked", help="automatic mail kept without a ticket")
+    _listing(psub, "parked and dropped messages, newest first", limit=100)
     _sla_parser(sub)
     _agent_parsers(sub, tsub)
     _status_parser(sub)
@@ -251,8 +264,7 @@ def _agent_parsers(sub: Any, tsub: Any) -> None:
     tc.add_argument("ticket", metavar="ID")
     tc.add_argument("--reason", default="solved", help="default: solved")
     tc.add_argument("--by", metavar="NAME")
-    ob = sub.add_parser("outbox", help="mail Buzón owes: list it, retry what failed")
-    osub = ob.add_subparsers(dest="action", required=True, metavar="ACTION")
+    osub = _actions(sub, "outbox", help="mail Buzón owes: list it, retry what failed")
     ol = osub.add_parser("list", help="newest first")
     ol.add_argument("--state", choices=("pending", "sending", "sent", "failed", "cancelled"))
     ol.add_argument("--limit", type=int, default=50)
@@ -262,8 +274,7 @@ def _agent_parsers(sub: Any, tsub: Any) -> None:
 
 def _sla_parser(sub: Any) -> None:
     """The ``sla`` subcommands, added to the ``buzon`` parser."""
-    top = sub.add_parser("sla", help="SLA deadlines: compute, explain, run a pass")
-    ssub = top.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ssub = _actions(sub, "sla", help="SLA deadlines: compute, explain, run a pass")
     sd = ssub.add_parser("due", help="START + DURATION on a calendar, as the daemon computes it")
     sd.add_argument("--start", required=True, metavar="ISO8601", help="e.g. 2026-12-24T16:30+01:00")
     sd.add_argument(
@@ -295,8 +306,7 @@ def _doctor_parser(sub: Any) -> None:
 
 def _backup_parsers(sub: Any) -> None:
     """Add ``db upgrade`` and ``backup`` to the ``buzon`` parser."""
-    db = sub.add_parser("db", help="the database schema")
-    dsub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dsub = _actions(sub, "db", help="the database schema")
     dsub.add_parser(
         "upgrade",
         help="migrate to this version's schema (Alembic); idempotent; stop the daemon first",
