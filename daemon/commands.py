@@ -25,12 +25,9 @@ from daemon.voice_commands import voicemail_detail
 from storage import repository as repo
 from storage import voicemails as vm_repo
 from storage.models import Message, Ticket
+from triage.clock_state import iso
 
 BATCH = 64
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def ingest(cfg: Config, args: argparse.Namespace) -> int:
@@ -181,10 +178,10 @@ def ticket_summary(t: Ticket) -> dict[str, Any]:
         "requester": t.requester,
         "channel": t.channel,
         "message_count": t.message_count,
-        "created_at": _iso(t.created_at),
-        "updated_at": _iso(t.updated_at),
-        "assign_by": _iso(t.assign_by),
-        "respond_by": _iso(t.respond_by),
+        "created_at": iso(t.created_at),
+        "updated_at": iso(t.updated_at),
+        "assign_by": iso(t.assign_by),
+        "respond_by": iso(t.respond_by),
         "category": t.category,
         "priority": t.priority,
         "severity": t.severity,
@@ -208,8 +205,8 @@ def _message_detail(m: Message, session: Session) -> dict[str, Any]:
         "from_verified": m.from_verified,
         "to": m.to_addrs,
         "subject": m.subject,
-        "date": _iso(m.date),
-        "received_at": _iso(m.received_at),
+        "date": iso(m.date),
+        "received_at": iso(m.received_at),
         "size": m.size,
         "raw_sha256": m.raw_sha256,
         "defects": m.defects,
@@ -228,7 +225,7 @@ def _message_detail(m: Message, session: Session) -> dict[str, Any]:
         "deliveries": [
             {
                 "source": d.source,
-                "received_at": _iso(d.received_at),
+                "received_at": iso(d.received_at),
                 "duplicate": d.duplicate,
                 "spool_id": d.spool_id,
             }
@@ -277,7 +274,7 @@ def tickets_show(cfg: Config, args: argparse.Namespace) -> int:
         data["messages"] = [_message_detail(m, session) for m in t.messages]
         data["triage"] = repo.triage_of(session, t)
         data["events"] = [
-            {"at": _iso(e.at), "kind": e.kind, "message": e.message_pk, "data": e.data}
+            {"at": iso(e.at), "kind": e.kind, "message": e.message_pk, "data": e.data}
             for e in t.events
         ]
     if args.json:
@@ -338,7 +335,7 @@ def quarantine_list(cfg: Config, args: argparse.Namespace) -> int:
                 {
                     "id": str(m.id),
                     "where": "database",
-                    "received_at": _iso(m.received_at),
+                    "received_at": iso(m.received_at),
                     "source": m.source,
                     "size": m.size,
                     "reason": m.state_reason,

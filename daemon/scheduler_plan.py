@@ -129,7 +129,9 @@ def decide(
         plan.closes = True
         event = _event(plan, "closed", now, {"reason": "auto", "by": "scheduler"})
         plan.mails.append(Mail("last_notice", due.requester, values, event, ""))
-        plan.logs.append(("info", "ticket.auto_closed", {"waited_since": _iso(due.waiting_since)}))
+        plan.logs.append(
+            ("info", "ticket.auto_closed", {"waited_since": clock_state.iso(due.waiting_since)})
+        )
     elif clocks.followup_due is not None and clocks.followup_due <= now:
         number = clocks.followups_sent + 1
         values = {
@@ -224,7 +226,3 @@ def _alarms(
             )
         )
     return tuple(sent)
-
-
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t else None

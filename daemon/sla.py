@@ -194,16 +194,12 @@ def result_of(policy: str, cols: Columns) -> dict[str, Any]:
     return {
         "policy": policy,
         "status": cols.status,
-        "assign_by": _iso(cols.assign_by),
-        "respond_by": _iso(cols.respond_by),
-        "followup_due_at": _iso(cols.followup_due_at),
-        "close_due_at": _iso(cols.close_due_at),
+        "assign_by": clock_state.iso(cols.assign_by),
+        "respond_by": clock_state.iso(cols.respond_by),
+        "followup_due_at": clock_state.iso(cols.followup_due_at),
+        "close_due_at": clock_state.iso(cols.close_due_at),
         "followups_sent": cols.followups_sent,
     }
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat()
 
 
 def clock_rows(session: Session, ticket: Ticket) -> list[TicketEvent]:

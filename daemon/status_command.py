@@ -33,13 +33,10 @@ from storage import voicemails as vm_repo
 from storage.models import Message, OutboxMail, Ticket, Voicemail
 from triage import alarms as sla_alarms
 from triage import clock_state
+from triage.clock_state import iso
 
 PROBE_TIMEOUT = 2.0  # status: a listener that has not greeted in 2 s is not answering
 MAX_ERRORS = 5
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _ago(seconds: float | None) -> str:
@@ -154,7 +151,7 @@ def _sla(session: Session, now: datetime, cfg: SlaConfig) -> dict[str, list[dict
         ):
             if due is None:
                 continue
-            item = {"ticket": ref, "clock": clock, "due": _iso(due)}
+            item = {"ticket": ref, "clock": clock, "due": iso(due)}
             key = f"{clock}:at_risk:{due.astimezone(UTC).isoformat()}"
             if due <= now:
                 breached.append(item)
@@ -227,7 +224,7 @@ def _last_errors(session: Session, spool: Spool | None) -> list[dict[str, Any]]:
         found.append({"at": at, "where": f"spool/bad {entry.id}", "error": reason})
     found.sort(key=lambda e: e["at"], reverse=True)
     return [
-        {"at": _iso(e["at"]), "where": e["where"], "error": clean(e["error"], 300)}
+        {"at": iso(e["at"]), "where": e["where"], "error": clean(e["error"], 300)}
         for e in found[:MAX_ERRORS]
     ]
 
@@ -280,11 +277,11 @@ def _folder(f: Any, key: tuple[str, str], *, configured: bool) -> dict[str, Any]
         "state": f.state,
         "last_uid": f.last_uid,
         "uidvalidity": f.uidvalidity,
-        "last_fetch_at": _iso(f.last_fetch_at),
+        "last_fetch_at": iso(f.last_fetch_at),
         "last_fetched": f.last_fetched,
         "lag_seconds": f.lag_seconds,
         "holder": f.holder,
-        "lease_until": _iso(f.lease_until),
+        "lease_until": iso(f.lease_until),
         "last_error": f.last_error,
         "skipped_oversize": f.skipped or [],
     }

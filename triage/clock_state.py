@@ -34,9 +34,9 @@ def encode(clocks: Clocks) -> dict[str, Any]:
         "assign": _deadline(clocks.assign),
         "first_response": _deadline(clocks.first_response),
         "reply": _deadline(clocks.reply),
-        "followup_due": _time(clocks.followup_due),
+        "followup_due": iso(clocks.followup_due),
         "followups_sent": clocks.followups_sent,
-        "close_due": _time(clocks.close_due),
+        "close_due": iso(clocks.close_due),
     }
 
 
@@ -63,7 +63,8 @@ def decode(data: Any) -> Clocks:
         raise SnapshotError(f"malformed clock snapshot ({type(exc).__name__}: {exc})") from exc
 
 
-def _time(t: datetime | None) -> str | None:
+def iso(t: datetime | None) -> str | None:
+    """``t`` in ISO 8601 with its offset, None for None: how times are kept in JSON."""
     return t.isoformat() if t is not None else None
 
 
