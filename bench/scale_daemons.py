@@ -158,8 +158,8 @@ def start_all(instances: list[Instance], env: dict[str, str]) -> None:
     for inst in others:
         inst.start(env)
     for inst in instances:
-        # READY comes before the ingest process has loaded its language models; the
-        # bench measures the pipeline once every part of it is up.
+        # READY comes before the ingest process has started its workers; the bench
+        # measures the pipeline once every part of it is up.
         inst.wait_for('"daemon.ready"')
         inst.wait_for('"ingest.started"')
     time.sleep(1.0)
