@@ -56,6 +56,18 @@ def test_smtp01_rfc5321_minimums_are_accepted(intake: Intake) -> None:
     assert intake.stored() == [raw]
 
 
+def test_a_path_cut_short_is_a_syntax_error_not_a_server_failure(intake: Intake) -> None:
+    """``MAIL FROM:<`` and ``RCPT TO:<a@[`` crash CPython's address parser inside
+    aiosmtpd; the client must hear 553 malformed address (its own mistake, not to retry)
+    and the session go on, not a 451 with an error in the admin's log."""
+    replies = raw_session(
+        intake.port,
+        [b"EHLO t\r\n", b"MAIL FROM:<\r\n", b"MAIL FROM:<a@b.example>\r\n", b"RCPT TO:<a@[\r\n"],
+    )
+    assert [r[:3] for r in replies] == [b"220", b"250", b"553", b"250", b"553", b"221"]
+    assert intake.stored() == []
+
+
 def test_smtp02_long_lines_are_stored_byte_exact(intake: Intake) -> None:
     """SMTP-02: body lines over 1000 octets (real Outlook mail) are kept exactly."""
     long_line = b"y" * 50_000 + b"\r\n"
