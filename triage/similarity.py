@@ -48,7 +48,14 @@ STOP_WORDS = _stop_words()
 
 
 def fingerprint(subject: str, text: str) -> str:
-    """The content stems of a message, in order, each once, space-separated."""
+    """The content stems of a message, each once, sorted, space-separated.
+
+    The first ``MAX_STEMS`` in the order they are written, then sorted: both scores
+    compare stems regardless of their order (``tests/triage``), and rapidfuzz, which
+    sorts each of up to 500 candidates a message, sorts a sorted list faster: the
+    incident scan costs 10-20 % less (bench/incident_scan.py). Fingerprints stored
+    unsorted by earlier versions score the same.
+    """
     subject = _TAG.sub(" ", _PREFIX.sub("", subject))
     own = text[: quote_start(text)]
     seen: dict[str, None] = {}
@@ -60,7 +67,7 @@ def fingerprint(subject: str, text: str) -> str:
         seen.setdefault(word[:STEM], None)
         if len(seen) >= MAX_STEMS:
             break
-    return " ".join(seen)
+    return " ".join(sorted(seen))
 
 
 def informative(fp: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -55,8 +57,26 @@ def test_fingerprint_drops_prefixes_tags_quotes_and_stop_words() -> None:
         "RE: Fwd: [#B-12] Caída del servidor de correo",
         "Hola, el servidor de correo está caído.\n\nEl lun., Ana escribió:\n> texto citado largo\n",
     )
-    assert fp.split() == ["caida", "servid", "correo", "caido"]
+    assert fp.split() == ["caida", "caido", "correo", "servid"]  # sorted: see the next test
     assert not informative(fingerprint("Hola", "gracias"))
+
+
+@given(
+    st.lists(
+        st.sampled_from(["caida", "caido", "correo", "servid", "red", "1234", "wifi"]),
+        min_size=3,
+        max_size=7,
+        unique=True,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_scores_do_not_depend_on_the_order_of_stems(stems: list[str], rnd: random.Random) -> None:
+    """Fingerprints are stored sorted, and earlier versions stored them in writing order:
+    the same stems in any order score the same against any fingerprint."""
+    written, shuffled = " ".join(stems), " ".join(rnd.sample(stems, len(stems)))
+    for other in ("caida correo servid", "red wifi 1234 lento", written):
+        assert incident_score(written, other) == incident_score(shuffled, other)
+        assert duplicate_score(written, other) == duplicate_score(shuffled, other)
 
 
 def test_duplicates_need_near_identical_text_incidents_shared_words() -> None:
