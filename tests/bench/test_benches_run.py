@@ -410,6 +410,15 @@ def test_ingest_settles_every_message_and_prints_the_phases(
     assert ("cProfile of a separate buzon pass" in out) == bool(profile)
 
 
+def test_smtp_paths_reads_every_path_as_aiosmtpd_does(tmp_path: Path) -> None:
+    """The path bench times both readers on the same paths and finds no answer differing."""
+    out = run_bench("smtp_paths.py", "--paths", "300", "--odd", "20", "--rounds", "1", tmp=tmp_path)
+    assert "300 paths (20 % odd), median of 1" in out
+    report = last_json(out)
+    assert report["bench"] == "smtp_paths" and report["differ"] == 0
+    assert report["baseline_us"] > 0 and report["buzon_us"] > 0 and report["ratio"] > 0
+
+
 def test_incident_scan_prints_both_scans_per_length(tmp_path: Path) -> None:
     """The incident scan bench times the pairwise and the batch scan for each length."""
     out = run_bench(
