@@ -410,6 +410,16 @@ def test_ingest_settles_every_message_and_prints_the_phases(
     assert ("cProfile of a separate buzon pass" in out) == bool(profile)
 
 
+def test_compose_measures_both_encoders_on_what_compose_encodes(tmp_path: Path) -> None:
+    """The compose bench times a mail both ways and finds every header decoding the same."""
+    out = run_bench("compose.py", "--mails", "40", "--rounds", "1", tmp=tmp_path)
+    assert "40 mails (" in out and "headers that decode to other text: 0" in out
+    report = last_json(out)
+    assert report["bench"] == "compose" and report["differ"] == 0
+    assert report["compose_us"] > 0 and report["compose_stdlib_words_us"] > 0
+    assert report["words_baseline_us"] > 0 and report["words_buzon_us"] > 0
+
+
 def test_smtp_paths_reads_every_path_as_aiosmtpd_does(tmp_path: Path) -> None:
     """The path bench times both readers on the same paths and finds no answer differing."""
     out = run_bench("smtp_paths.py", "--paths", "300", "--odd", "20", "--rounds", "1", tmp=tmp_path)

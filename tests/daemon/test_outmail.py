@@ -32,6 +32,7 @@ from daemon.outmail import (
     Sender,
     TemplateError,
     Templates,
+    _encoded_words,
     auto_submitted,
     compose,
     language_for,
@@ -251,6 +252,22 @@ def test_long_non_ascii_name_keeps_its_spaces() -> None:
     phrase, _, address = wire.rpartition(" <")
     assert str(make_header(decode_header(phrase))) == name  # what an RFC 2047 reader shows
     assert address == "ana@example.net>"
+
+
+@given(
+    st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=300),
+    st.integers(min_value=4, max_value=40),
+)
+def test_encoded_words_decode_to_the_text_in_legal_lines(text: str, taken: int) -> None:
+    """RFC 2047 as readers decode it: the same text, spaces and all; each word at most
+    75 characters and each line at most 76, the first after its header's name."""
+    wire = _encoded_words(text, taken)
+    assert str(make_header(decode_header(wire))) == text
+    lines = wire.split("\n")
+    assert all(line.startswith(" =?utf-8?") for line in lines[1:])
+    assert taken + len(lines[0]) <= 76
+    assert all(len(line) <= 76 for line in lines[1:])
+    assert wire.isascii() and "\r" not in wire
 
 
 def test_hostile_sender_name_is_kept_on_one_line() -> None:
