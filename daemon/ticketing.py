@@ -43,7 +43,7 @@ def _voicemail_ticket(work: Work, vm: Voicemail) -> None:
     if open_ticket_ is not None:
         join(work, open_ticket_, "same-caller", f"{caller} called again within 24 h")
         return
-    customer = repo.contact_for(work.session, requester, vm.caller_name, requester, work.now)
+    customer = repo.customer_of(work.session, requester, vm.caller_name, requester, work.now)
     who = " ".join(x for x in (vm.caller_name, vm.caller_number) if x) or "an unknown caller"
     length = (
         f" ({vm.duration_seconds // 60}:{vm.duration_seconds % 60:02d})"
@@ -53,7 +53,7 @@ def _voicemail_ticket(work: Work, vm: Voicemail) -> None:
     open_ticket(
         work,
         subject=("URGENT " if vm.urgent else "") + f"Voicemail from {who}{length}",
-        customer=customer.customer,
+        customer=customer,
         requester=requester,
         channel="voicemail",
         reason="a voicemail opens a ticket at once; its transcript follows",
@@ -151,7 +151,7 @@ def thread(work: Work) -> None:
         return
     requester = msg.from_addr or (work.envelope.get("mail_from") or "").lower()
     customer = work.sender_customer or (
-        repo.contact_for(work.session, requester, msg.from_name, requester, work.now).customer
+        repo.customer_of(work.session, requester, msg.from_name, requester, work.now)
         if requester
         else "unknown"
     )

@@ -139,11 +139,11 @@ def test_a_new_contact_is_made_once_per_transaction_without_autoflush(db: Databa
     contact the first one added (not yet written), and one row is stored."""
     at = datetime.now(UTC)
     with db.transaction() as s, s.no_autoflush:
-        first = repo.contact_for(s, "ana@cliente.es", "Ana", "cliente.es", at)
-        again = repo.contact_for(s, "ana@cliente.es", "Ana R.", "otro", at)
-        other = repo.contact_for(s, "luis@cliente.es", "Luis", "cliente.es", at)
-        assert again is first and other is not first
-    with db.session() as s:
+        assert repo.customer_of(s, "ana@cliente.es", "Ana", "cliente.es", at) == "cliente.es"
+        assert repo.customer_of(s, "ana@cliente.es", "Ana R.", "otro", at) == "cliente.es"
+        assert repo.customer_of(s, "luis@cliente.es", "Luis", "luis", at) == "luis"
+    with db.transaction() as s:
         rows = s.execute(select(Contact.address, Contact.name).order_by(Contact.address)).all()
         assert [tuple(r) for r in rows] == [("ana@cliente.es", "Ana"), ("luis@cliente.es", "Luis")]
-        assert repo.contact_for(s, "ana@cliente.es", "x", "y", at).name == "Ana"
+        assert repo.customer_of(s, "ana@cliente.es", "x", "y", at) == "cliente.es"  # stored
+        assert not s.new  # nothing made for a contact already stored
