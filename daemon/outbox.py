@@ -409,8 +409,8 @@ class OutboxSender:
         """Record the attempt's outcome; (state, attempts, retry_in), None if the lease was lost."""
         now = self.clock()
         if failure is None:  # the common case, in one statement
-            with self.db.transaction() as s:
-                attempts = box.mark_sent(s, job.id, self.holder, now)
+            with self.db.connection() as conn:
+                attempts = box.mark_sent(conn, job.id, self.holder, now)
             return None if attempts is None else (box.SENT, attempts, 0.0)
         with self.db.transaction() as s:
             row = s.get(OutboxMail, job.id, with_for_update=True)

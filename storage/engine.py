@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
@@ -184,6 +184,14 @@ class Database:
         """A session whose work is committed on success and rolled back on any exception."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed on success and rolled back on any
+        exception: for a Core statement on its own, where a session's setup and commit
+        cost more than the statement (the outbox settles each sent mail so)."""
+        with self.engine.begin() as conn:
+            yield conn
 
     def session(self) -> Session:
         return self._sessions()

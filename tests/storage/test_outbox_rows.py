@@ -52,8 +52,8 @@ def test_enqueue_inserts_a_pending_row_at_once_and_returns_its_id(db: Database) 
 def test_mark_sent_settles_the_holders_row_in_one_statement(db: Database) -> None:
     mail_id = _queue(db, 1)
     _lease(db, mail_id, "host:1", attempts=2)
-    with db.transaction() as s:
-        assert outbox.mark_sent(s, mail_id, "host:1", NOW) == 3
+    with db.connection() as conn:
+        assert outbox.mark_sent(conn, mail_id, "host:1", NOW) == 3
     row = _row(db, mail_id)
     assert (row.state, row.attempts, row.sent_at) == ("sent", 3, NOW)
     assert (row.claimed_by, row.claimed_until, row.last_error) == ("", None, "")
@@ -62,9 +62,9 @@ def test_mark_sent_settles_the_holders_row_in_one_statement(db: Database) -> Non
 def test_mark_sent_leaves_a_row_another_sender_holds_or_nobody_leases(db: Database) -> None:
     theirs, pending = _queue(db, 1), _queue(db, 2)
     _lease(db, theirs, "other:2")
-    with db.transaction() as s:
-        assert outbox.mark_sent(s, theirs, "host:1", NOW) is None
-        assert outbox.mark_sent(s, pending, "", NOW) is None  # not leased: "" holds nothing
+    with db.connection() as conn:
+        assert outbox.mark_sent(conn, theirs, "host:1", NOW) is None
+        assert outbox.mark_sent(conn, pending, "", NOW) is None  # not leased: "" holds nothing
     row = _row(db, theirs)
     assert (row.state, row.claimed_by, row.attempts, row.sent_at) == ("sending", "other:2", 0, None)
     assert _row(db, pending).state == "pending"
