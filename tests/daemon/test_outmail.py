@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from daemon.outbound import nonces, when
 from daemon.outmail import (
+    _POLICY,
     FIELDS,
     KINDS,
     LANGUAGES,
@@ -33,6 +34,7 @@ from daemon.outmail import (
     TemplateError,
     Templates,
     _encoded_words,
+    _set_text,
     auto_submitted,
     compose,
     language_for,
@@ -268,6 +270,22 @@ def test_encoded_words_decode_to_the_text_in_legal_lines(text: str, taken: int) 
     assert taken + len(lines[0]) <= 76
     assert all(len(line) <= 76 for line in lines[1:])
     assert wire.isascii() and "\r" not in wire
+
+
+@given(
+    st.one_of(
+        st.text(max_size=400),
+        st.text(alphabet="abc ñé\r\n", max_size=2000),
+        st.lists(st.text(alphabet="xyzЖ ", min_size=70, max_size=120), max_size=14).map("\n".join),
+    )
+)
+def test_the_body_is_what_set_content_writes_byte_for_byte(text: str) -> None:
+    """The text part is the stdlib's ``set_content(text, charset="utf-8")``, its encoding
+    choice included (7bit, quoted-printable or base64), without its header parsing."""
+    ours, theirs = EmailMessage(policy=_POLICY), EmailMessage(policy=_POLICY)
+    _set_text(ours, text)
+    theirs.set_content(text, charset="utf-8")
+    assert ours.as_bytes() == theirs.as_bytes()
 
 
 def test_hostile_sender_name_is_kept_on_one_line() -> None:
