@@ -398,18 +398,19 @@ def _encoded_words(text: str, taken: int) -> str:
     it; bench/compose.py). Here each word holds as many whole characters as base64 of
     them fits; the charset then writes the word in quoted-printable when that is shorter.
     """
-    words: list[str] = []
-    chunk: list[str] = []
-    size, room = 0, _LINE - taken
-    for char in text:
-        n = len(char.encode())
-        if chunk and _WORD_FRAME + 4 * -(-(size + n) // 3) > room:
-            words.append(_UTF8.header_encode("".join(chunk)))
-            chunk, size, room = [], 0, _LINE - 1  # a folded line starts with a space
-        chunk.append(char)
-        size += n
-    if chunk:
-        words.append(_UTF8.header_encode("".join(chunk)))
+    data, words = text.encode(), []
+    start, room = 0, _LINE - taken
+    while start < len(data):
+        end = start + 3 * ((room - _WORD_FRAME) // 4)  # the bytes whose base64 fits
+        if end < len(data):
+            while end > start and data[end] & 0xC0 == 0x80:  # not inside a character
+                end -= 1
+            if end <= start:  # no room for one character: it goes alone
+                end = start + 1
+                while end < len(data) and data[end] & 0xC0 == 0x80:
+                    end += 1
+        words.append(_UTF8.header_encode(data[start:end].decode()))
+        start, room = end, _LINE - 1  # a folded line starts with a space
     return "\n ".join(words)
 
 
