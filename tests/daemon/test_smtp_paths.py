@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from daemon.smtp import IntakeSMTP
 
-# The characters a path's parse turns on: atext, specials, space and tab, 8-bit text.
-ALPHABET = "aZ9.-_+=!#'`~{}@<>()[]\\\",:; \té"
+# The characters a path's parse turns on: atext, specials, encoded words' "=?", space,
+# tab and other whitespace, 8-bit text.
+ALPHABET = "aZ9.-_+=?!#'`~{}@<>()[]\\\",:; \t\x0b\xa0é"
 
 
 def _protocols(limit: int) -> tuple[IntakeSMTP, SMTP]:
@@ -55,6 +56,8 @@ def test_paths_read_as_aiosmtpd_reads_them(
 @example("<abcd@example.com>", 3)
 @example("<", 0)
 @example("<9@[", 0)
+@example("<=?utf-8?q?a?=@example.com>", 0)  # aiosmtpd decodes it as RFC 2047: a@example.com
+@example("<a@b.example> \x0bSIZE=1", 0)
 def test_any_path_reads_as_aiosmtpd_reads_it(arg: str, limit: int) -> None:
     """The same address and parameters, or the same refusal (None), for any text,
     ``local_part_limit`` included."""
