@@ -390,7 +390,8 @@ _WORD_FRAME = len("=?utf-8?b??=")
 
 def _encoded_words(text: str, taken: int) -> str:
     """``text`` as RFC 2047 encoded words folded with "\n ", every line at most 76
-    characters, the first after ``taken`` characters of its header's name.
+    characters, the first after ``taken`` characters of its header's name (a name so long
+    that no character fits beside it, over ~50, gets its first character anyway).
 
     Every space stays inside a word, so no decoder can lose one between words. What
     ``email.header.Header.encode`` writes, a third of the time: it measures each
