@@ -9,7 +9,7 @@ plain ASCII, long):
 * **compose**: µs per mail, end to end (templates, headers, body, bytes, read-back), and
   the **baseline** the same compose with the stdlib's encoded words (below) in its place;
 * **words**: the RFC 2047 encoded words of every header those mails encode (subjects
-  after their template, names), written by ``outmail._encoded_words`` against the
+  after their template, names), written by ``mailwire.encoded_words`` against the
   **baseline** ``email.header.Header(text, "utf-8", header_name=name).encode()`` on the
   same texts, with a check that every one decodes to the same text from both.
 
@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from email.header import Header, decode_header, make_header
 
 from benchlib import pin_cpu
-from daemon import outmail
+from daemon import mailwire
 from daemon.outmail import KINDS, Outgoing, Sender, Templates, compose
 
 NAMES = ["Ana Pérez", "José Ñúñez Gómez", "Мария Иванова", "John Smith", "Łukasz Wróbel"]
@@ -106,24 +106,24 @@ def main() -> int:
 
     # The texts compose encodes (a subject after its template, names), as it calls for them.
     texts: list[tuple[str, int]] = []
-    real = outmail._encoded_words
+    real = mailwire.encoded_words
 
     def recording(text: str, taken: int) -> str:
         texts.append((text, taken))
         return real(text, taken)
 
-    outmail._encoded_words = recording
+    mailwire.encoded_words = recording
     compose_all()
-    outmail._encoded_words = real
+    mailwire.encoded_words = real
     ours = [real(t, taken) for t, taken in texts]
     stdlib = [_stdlib(t, taken) for t, taken in texts]
     decode = [str(make_header(decode_header(w))) for w in (*ours, *stdlib)]
     differ = sum(d != t for d, (t, _) in zip(decode, texts + texts, strict=True))
     compose_all()  # warm: templates, caches
     per_mail = median_us(compose_all, len(batch), args.rounds)
-    outmail._encoded_words = _stdlib  # the same compose, with the stdlib's words
+    mailwire.encoded_words = _stdlib  # the same compose, with the stdlib's words
     per_mail_stdlib = median_us(compose_all, len(batch), args.rounds)
-    outmail._encoded_words = real
+    mailwire.encoded_words = real
     base = median_us(
         lambda: [_stdlib(t, taken) for t, taken in texts],
         len(texts), args.rounds,

@@ -27,33 +27,28 @@ on automatic mail only: a person's reply is not bulk. The UTF-8 body is 7-bit,
 never 8bit, so it passes relays without 8BITMIME and no line nears 998 octets
 whatever an agent pastes; it is the shorter of quoted-printable
 (es, en: readable on the wire) and base64 (bg: quoted-printable triples Cyrillic),
-chosen as the stdlib chooses (``_set_text``).
+chosen as the stdlib chooses (``daemon.mailwire.set_text``).
 
 SEC-01: subject, names and values are untrusted. Encoded words are decoded first
 (``email`` itself decodes ``=?utf-8?q?=0D=0A?=`` on assignment and writes a bare
 CRLF), controls become one space, and a ``=?`` left over is broken up so nothing
-decodes it again. Headers carrying such text or ids are folded here, not by
-CPython 3.11's folder, which can drop a space between encoded words
-(gh-144156), encodes a long Message-ID, and writes a long quoted name unquoted
-(``"x"*90 + " <evil@x>"`` became a second recipient). The bytes are parsed back
-and must hold exactly the headers we set and one recipient.
+decodes it again. Headers carrying such text or ids are folded by
+``daemon.mailwire``, not by CPython 3.11's folder (why: its docstring). The bytes are
+parsed back and must hold exactly the headers we set and one recipient.
 """
 
 from __future__ import annotations
 
-import binascii
 import re
 import string
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
-from email import policy, quoprimime
-from email.charset import Charset
+from email import policy
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.parser import BytesParser
-from email.policy import Policy
 from email.utils import format_datetime, getaddresses
 from functools import lru_cache
 from importlib import resources
@@ -62,6 +57,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from daemon.errors import ConfigError
+from daemon.mailwire import folded, ids, mailbox, set_text
 
 Kind = Literal["ack", "followup", "last_notice", "reply", "breach"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
@@ -135,7 +131,6 @@ _ADDRESS_CHECKS = tuple((re.compile(pattern), problem) for pattern, problem in _
 # One search finds a good address good (every queued mail's recipient); the checks one by
 # one only name what is wrong with a bad one.
 _ANY_ADDRESS_PROBLEM = re.compile("|".join(f"(?:{pattern})" for pattern, _ in _ADDRESS_PROBLEMS))
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+/^_`{|}~-]{1,60}")  # atext and spaces, short
 _ONLY_PLACEHOLDERS = re.compile(r"(?:\s*\$(?:[_a-z][_a-z0-9]*|\{[_a-z][_a-z0-9]*\}))+\s*", re.I)
 
 
@@ -302,10 +297,10 @@ def _addr_spec_problem(value: str) -> str | None:
     return None
 
 
-def _msg_ids(ids: tuple[str, ...], last: str) -> list[str]:
+def _msg_ids(given: tuple[str, ...], last: str) -> list[str]:
     # Inbound ids that cannot be written safely are left out; the subject tag still threads.
     clean: list[str] = []
-    for raw in (*ids, last):
+    for raw in (*given, last):
         mid = raw.strip().removeprefix("<").removesuffix(">")
         if len(mid) <= _MAX_ID and _MSG_ID.fullmatch(mid) and mid not in clean:
             clean.append(mid)
@@ -353,81 +348,6 @@ def _body(source: str, values: Mapping[str, str]) -> str:
     return body_text("\n".join(lines))
 
 
-@dataclass(frozen=True, slots=True)
-class _Folded:
-    """A header folded here; ``EmailMessage`` stores it as is and writes ``fold()``."""
-
-    name: str
-    wire: str  # ASCII, folded with "\n "
-    text: str  # what a reader decodes
-
-    def fold(self, *, policy: Policy) -> str:
-        return f"{self.name}: {self.wire}".replace("\n", policy.linesep) + policy.linesep
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def _folded(name: str, text: str, *, encode: bool = True) -> _Folded:
-    """``text`` (single spaces, no controls) folded at spaces, else as encoded words."""
-    words = text.split(" ")
-    if encode and (not text.isascii() or max(map(len, words)) > 70):
-        # Every space inside the encoded words (_encoded_words): folding cannot lose one.
-        wire = _encoded_words(text, len(name) + 2)
-        return _Folded(name, wire, text)
-    wire, width = words[0], len(name) + 2 + len(words[0])
-    for word in words[1:]:
-        fold = width + 1 + len(word) > 78
-        wire += ("\n " if fold else " ") + word
-        width = (0 if fold else width) + 1 + len(word)
-    return _Folded(name, wire, text)
-
-
-_UTF8 = Charset("utf-8")  # each word in the shorter of quoted-printable and base64
-_LINE = 76  # RFC 2047: a line holding an encoded word is at most 76 characters
-_WORD_FRAME = len("=?utf-8?b??=")
-
-
-def _encoded_words(text: str, taken: int) -> str:
-    """``text`` as RFC 2047 encoded words folded with "\n ", every line at most 76
-    characters, the first after ``taken`` characters of its header's name (a name so long
-    that no character fits beside it, over ~50, gets its first character anyway).
-
-    Every space stays inside a word, so no decoder can lose one between words. What
-    ``email.header.Header.encode`` writes, a third of the time: it measures each
-    candidate line by re-encoding it from its start (a composed mail cost 15 % more with
-    it; bench/compose.py). Here each word holds as many whole characters as base64 of
-    them fits; the charset then writes the word in quoted-printable when that is shorter.
-    """
-    data, words = text.encode(), []
-    start, room = 0, _LINE - taken
-    while start < len(data):
-        end = start + 3 * ((room - _WORD_FRAME) // 4)  # the bytes whose base64 fits
-        if end < len(data):
-            while end > start and data[end] & 0xC0 == 0x80:  # not inside a character
-                end -= 1
-            if end <= start:  # no room for one character: it goes alone
-                end = start + 1
-                while end < len(data) and data[end] & 0xC0 == 0x80:
-                    end += 1
-        words.append(_UTF8.header_encode(data[start:end].decode()))
-        start, room = end, _LINE - 1  # a folded line starts with a space
-    return "\n ".join(words)
-
-
-def _mailbox(name: str, display_name: str, address: str) -> _Folded:
-    if not display_name:
-        return _Folded(name, address, address)
-    phrase = display_name
-    if not _PLAIN_NAME.fullmatch(display_name):
-        phrase = _encoded_words(display_name, len(name) + 2)
-    return _Folded(name, f"{phrase} <{address}>", f"{display_name} <{address}>")
-
-
-def _ids(name: str, ids: list[str]) -> _Folded:
-    return _folded(name, " ".join(f"<{mid}>" for mid in ids), encode=False)
-
-
 def compose(
     out: Outgoing, *, sender: Sender, message_id: str, templates: Templates, now: datetime
 ) -> Composed:
@@ -454,67 +374,28 @@ def compose(
     msg = EmailMessage(policy=_POLICY)
     # Our own values, ASCII and short, are stored folded as they are: the email package
     # would parse each into a header object and fold it back (a fifth of a mail's cost).
-    msg["Date"] = _folded("Date", format_datetime(now), encode=False)
-    msg["From"] = _mailbox("From", header_text(sender.from_name), from_address)
-    msg["To"] = _mailbox("To", header_text(out.to_name), to)
-    msg["Subject"] = _folded("Subject", subject)
-    msg["Message-ID"] = _ids("Message-ID", [message_id])
+    msg["Date"] = folded("Date", format_datetime(now), encode=False)
+    msg["From"] = mailbox("From", header_text(sender.from_name), from_address)
+    msg["To"] = mailbox("To", header_text(out.to_name), to)
+    msg["Subject"] = folded("Subject", subject)
+    msg["Message-ID"] = ids("Message-ID", [message_id])
     if in_reply_to := _msg_ids((), out.in_reply_to):
-        msg["In-Reply-To"] = _ids("In-Reply-To", in_reply_to)
+        msg["In-Reply-To"] = ids("In-Reply-To", in_reply_to)
     if refs := _msg_ids(out.references, out.in_reply_to):
-        msg["References"] = _ids("References", refs)
+        msg["References"] = ids("References", refs)
     if out.reply_to:
-        msg["Reply-To"] = _mailbox("Reply-To", "", addr_spec(out.reply_to, "reply-to"))
-    msg["Auto-Submitted"] = _folded("Auto-Submitted", auto_submitted(out.kind))
-    msg["X-Auto-Response-Suppress"] = _folded("X-Auto-Response-Suppress", "All")
+        msg["Reply-To"] = mailbox("Reply-To", "", addr_spec(out.reply_to, "reply-to"))
+    msg["Auto-Submitted"] = folded("Auto-Submitted", auto_submitted(out.kind))
+    msg["X-Auto-Response-Suppress"] = folded("X-Auto-Response-Suppress", "All")
     if out.kind != "reply":
-        msg["Precedence"] = _folded("Precedence", "bulk")
+        msg["Precedence"] = folded("Precedence", "bulk")
     # Only the agent's text may span lines; names and dates stay on theirs.
     body = {k: body_text(v) if k in _MULTILINE else header_text(v) for k, v in values.items()}
-    _set_text(msg, _body(tpl.body, body))  # 7-bit: see the docstring
-    msg["Content-Language"] = _folded("Content-Language", lang)
+    set_text(msg, _body(tpl.body, body))  # 7-bit: see the docstring
+    msg["Content-Language"] = folded("Content-Language", lang)
     raw = msg.as_bytes()
     verify(raw, msg, to)
     return Composed(message_id, to, sender.envelope_from, subject, raw)
-
-
-def _set_text(msg: EmailMessage, text: str) -> None:
-    """What ``msg.set_content(text, charset="utf-8")`` sets, byte for byte, with its
-    three headers stored folded.
-
-    The stdlib's text handler parses the Content-Type it has just written, twice, to add
-    the charset (a fifth of a composed mail's cost). The encoding is chosen as CPython's
-    ``email.contentmanager`` chooses it (tests/daemon/test_outmail.py holds the bytes to
-    its): 7bit when every line is ASCII and short, else the shorter of quoted-printable
-    and base64 on the first ten lines, base64 in lines of 76.
-    """
-    lines = text.encode("utf-8").splitlines()
-    normal = b"\n".join(lines) + b"\n"
-    longest = _POLICY.max_line_length or 78  # SMTP's policy sets it: 78
-    cte, payload = "7bit", ""
-    if max(map(len, lines), default=0) <= longest and normal.isascii():
-        payload = normal.decode("ascii")
-    else:
-        sniff = _POLICY.linesep.encode().join(lines[:10]) + _POLICY.linesep.encode()
-        sniff_qp = quoprimime.body_encode(sniff.decode("latin-1"), longest)
-        if len(sniff_qp) > len(binascii.b2a_base64(sniff)):
-            cte, whole = "base64", _POLICY.linesep.encode().join(lines) + _POLICY.linesep.encode()
-            step = longest // 4 * 3
-            payload = "".join(
-                binascii.b2a_base64(whole[i : i + step]).decode("ascii")
-                for i in range(0, len(whole), step)
-            )
-        else:
-            cte = "quoted-printable"
-            payload = (
-                sniff_qp
-                if len(lines) <= 10
-                else quoprimime.body_encode(normal.decode("latin-1"), longest)
-            )
-    msg["Content-Type"] = _folded("Content-Type", 'text/plain; charset="utf-8"', encode=False)
-    msg.set_payload(payload)
-    msg["Content-Transfer-Encoding"] = _folded("Content-Transfer-Encoding", cte)
-    msg["MIME-Version"] = _folded("MIME-Version", "1.0")
 
 
 def verify(raw: bytes, msg: EmailMessage, to: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daemon.mailwire import encoded_words, set_text
 from daemon.outbound import nonces, when
 from daemon.outmail import (
     _POLICY,
@@ -33,8 +34,6 @@ from daemon.outmail import (
     Sender,
     TemplateError,
     Templates,
-    _encoded_words,
-    _set_text,
     auto_submitted,
     compose,
     language_for,
@@ -263,7 +262,7 @@ def test_long_non_ascii_name_keeps_its_spaces() -> None:
 def test_encoded_words_decode_to_the_text_in_legal_lines(text: str, taken: int) -> None:
     """RFC 2047 as readers decode it: the same text, spaces and all; each word at most
     75 characters and each line at most 76, the first after its header's name."""
-    wire = _encoded_words(text, taken)
+    wire = encoded_words(text, taken)
     assert str(make_header(decode_header(wire))) == text
     lines = wire.split("\n")
     assert all(line.startswith(" =?utf-8?") for line in lines[1:])
@@ -283,7 +282,7 @@ def test_the_body_is_what_set_content_writes_byte_for_byte(text: str) -> None:
     """The text part is the stdlib's ``set_content(text, charset="utf-8")``, its encoding
     choice included (7bit, quoted-printable or base64), without its header parsing."""
     ours, theirs = EmailMessage(policy=_POLICY), EmailMessage(policy=_POLICY)
-    _set_text(ours, text)
+    set_text(ours, text)
     theirs.set_content(text, charset="utf-8")
     assert ours.as_bytes() == theirs.as_bytes()
 
